@@ -1,0 +1,34 @@
+"""gradinspect: inspect per-layer gradients of saved Keras models.
+
+The Python API mirrors the CLI: each call returns the frozen report object the CLI renders.
+TensorFlow is imported only by the calls that need it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "list_layers", "load_model", "GradinspectError"]
+
+if TYPE_CHECKING:
+    from gradinspect.errors import GradinspectError
+    from gradinspect.listing import list_layers
+    from gradinspect.loading import load_model
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import gradinspect` (and `gradinspect --help`) stays instant.
+    if name == "list_layers":
+        from gradinspect.listing import list_layers
+
+        return list_layers
+    if name == "load_model":
+        from gradinspect.loading import load_model
+
+        return load_model
+    if name == "GradinspectError":
+        from gradinspect.errors import GradinspectError
+
+        return GradinspectError
+    raise AttributeError(f"module 'gradinspect' has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""Click wiring only: options -> one core call -> one renderer -> stdout or --output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from gradinspect import __version__
+from gradinspect.errors import GradinspectError
+
+FORMATS = ("table", "json", "markdown", "csv")
+
+
+class _Group(click.Group):
+    """Turns the core's GradinspectError into one ``Error:`` line and its exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except GradinspectError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:  # a bug: still one line, unless --debug asks for more
+            if _debug(ctx):
+                traceback.print_exc()
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(
+                f"Error: internal error ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                "rerun with --debug for the traceback and report it",
+                err=True,
+            )
+            ctx.exit(2)
+
+
+def _debug(ctx: click.Context) -> bool:
+    obj = ctx.obj or {}
+    return bool(obj.get("debug")) or os.environ.get("GRADINSPECT_DEBUG") == "1"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="gradinspect")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error (for bug reports).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Inspect per-layer gradients of saved Keras models.
+
+    Reads Keras 3 `.keras`, legacy `.h5` (any Keras era) and TensorFlow SavedModel
+    directories. Model files are scanned before loading and never run code unless
+    you pass --unsafe.
+
+    Exit status: 0 success, 1 a check failed, 2 trouble (bad flags, an unreadable,
+    unsafe or unsupported file, bad input data).
+
+    \b
+    Example:
+      gradinspect layers sample_models/mlp.keras
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``MODEL``, ``--custom-objects`` and ``--unsafe``, shared by every command that reads a model."""
+    fn = click.option(
+        "--unsafe",
+        is_flag=True,
+        help="Load models whose config holds Lambda layers or non-Keras classes. "
+        "This may run code from the file: use only on files you trust.",
+    )(fn)
+    fn = click.option(
+        "--custom-objects",
+        "custom_objects",
+        type=click.Path(dir_okay=False),
+        metavar="FILE.py",
+        help="A Python file you trust, imported to register custom layers and functions.",
+    )(fn)
+    return click.argument("model", type=click.Path())(fn)
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format`` and ``--output``."""
+    fn = click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help="Write the result to FILE (atomically) instead of stdout.",
+    )(fn)
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(fn)
+
+
+def _emit(report: Any, fmt: str, output: str | None) -> None:
+    from gradinspect.output import atomic_write
+    from gradinspect.render import render
+
+    if output:
+        atomic_write(output, render(report, fmt))
+        return
+    is_tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if is_tty else None
+    click.echo(render(report, fmt, color=is_tty, width=width), nl=False)
+
+
+def _unsafe_notice(unsafe: bool) -> None:
+    if unsafe:
+        click.echo("gradinspect: --unsafe: the safety scan is off; code in the model file may run", err=True)
+
+
+@main.command()
+@model_options
+@output_options
+def layers(model: str, custom_objects: str | None, unsafe: bool, fmt: str, output: str | None) -> None:
+    """List the layers of MODEL: name, class, output shape, parameters, trainable.
+
+    Nested models are shown as a tree; their layers are addressed as `outer/inner`.
+    `.keras` and `.h5` files are read without importing TensorFlow. For a SavedModel
+    without Keras metadata, lists its signatures and its variables by name scope.
+
+    \b
+    Example:
+      gradinspect layers sample_models/mlp.keras --format json
+    """
+    from gradinspect.listing import list_layers
+
+    _unsafe_notice(unsafe)
+    report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
+    _emit(report, fmt, output)

@@ -1,0 +1,39 @@
+"""One exception tree: everything the core raises on purpose is a GradinspectError."""
+
+from __future__ import annotations
+
+
+class GradinspectError(Exception):
+    """An expected failure, reported to the user as one line.
+
+    ``exit_code`` follows the grep/diff convention: 2 for trouble (bad flags, an unreadable,
+    unsafe or unsupported file, bad input data), 1 for a check that ran and failed.
+    """
+
+    exit_code = 2
+
+
+class ModelFileError(GradinspectError):
+    """The model path is missing, unreadable, corrupt or not a supported format."""
+
+
+class UnsafeModelError(GradinspectError):
+    """The model's configuration would run code that is not part of Keras/TensorFlow."""
+
+
+class ModelLoadError(GradinspectError):
+    """Every loader that may read this format refused the file."""
+
+
+class CustomObjectsError(GradinspectError):
+    """The ``--custom-objects`` file could not be imported."""
+
+
+class OutputError(GradinspectError):
+    """An output file could not be written."""
+
+
+class CheckFailed(GradinspectError):
+    """A checking command ran and one of its rules failed."""
+
+    exit_code = 1

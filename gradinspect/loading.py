@@ -1,0 +1,202 @@
+"""Turn a model artifact into a live model: Keras 3, the tf_keras fallback, or tf.saved_model."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradinspect.custom_objects import load_custom_objects, registered_names
+from gradinspect.errors import ModelLoadError
+from gradinspect.formats import Artifact, ModelFormat, ensure_safe, read_artifact
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A live model and how it was obtained.
+
+    ``loader`` is ``"keras"`` (Keras 3), ``"tf_keras"`` (Keras 2) or ``"tf.saved_model"`` (a
+    SavedModel with no Keras structure; ``model`` is then the restored trackable object).
+    ``note`` says why a fallback loader was used, if one was.
+    """
+
+    model: Any
+    artifact: Artifact
+    loader: str
+    note: str | None = None
+
+
+def load_model(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LoadedModel:
+    """Read, scan and load ``path``. Raises a GradinspectError subclass for every expected failure."""
+    artifact = read_artifact(path)
+    objects = load_custom_objects(custom_objects)
+    ensure_safe(artifact, registered_names(objects), unsafe)
+    return load_artifact(artifact, objects, unsafe)
+
+
+def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
+    """Load an artifact that already passed the safety scan (or that the user marked --unsafe)."""
+    if artifact.format is ModelFormat.KERAS:
+        # tf_keras never sees a .keras file: it loads Keras 3 subclassed models with random
+        # weights, silently.
+        try:
+            return LoadedModel(_keras3(artifact, objects, unsafe), artifact, "keras")
+        except Exception as exc:
+            raise ModelLoadError(f"{artifact.path}: Keras could not load the model: {_first_line(exc)}") from exc
+    if artifact.format is ModelFormat.H5:
+        return _load_h5(artifact, objects, unsafe)
+    if artifact.format is ModelFormat.SAVEDMODEL_KERAS:
+        try:
+            return LoadedModel(_tf_keras(artifact, objects), artifact, "tf_keras")
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{artifact.path}: tf_keras could not load the SavedModel: {_first_line(exc)}"
+            ) from exc
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    try:
+        with _silenced():
+            obj = tf.saved_model.load(str(artifact.path))
+    except Exception as exc:
+        raise ModelLoadError(f"{artifact.path}: TensorFlow could not load the SavedModel: {_first_line(exc)}") from exc
+    return LoadedModel(obj, artifact, "tf.saved_model")
+
+
+def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
+    keras3_error = _keras3_changes_semantics(artifact)
+    if keras3_error is None:
+        try:
+            model = _keras3(artifact, objects, unsafe)
+        except Exception as exc:
+            keras3_error = _first_line(exc)
+        else:
+            keras3_error = _input_shape_mismatch(artifact, model)
+            if keras3_error is None:
+                return LoadedModel(model, artifact, "keras")
+    # Keras 3 refuses (or misreads) some legacy configs that tf_keras reads correctly.
+    try:
+        model = _tf_keras(artifact, objects)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{artifact.path}: neither Keras 3 ({keras3_error}) nor tf_keras ({_first_line(exc)}) could load the model"
+        ) from exc
+    return LoadedModel(model, artifact, "tf_keras", note=f"Keras 3: {keras3_error}")
+
+
+# Activations whose formula Keras 3 changed: a Keras 2 file that names one computes other
+# numbers under Keras 3 (hard_sigmoid was clip(0.2x + 0.5), is now clip(x/6 + 0.5)).
+_CHANGED_ACTIVATIONS = ("hard_sigmoid",)
+
+
+def _keras3_changes_semantics(artifact: Artifact) -> str | None:
+    """Why Keras 3 would compute different numbers from the Keras 2 that saved this file, if it would."""
+    version = artifact.keras_version or ""
+    if version.startswith("3"):
+        return None
+    text = json.dumps(artifact.config)
+    for name in _CHANGED_ACTIVATIONS:
+        if f'"{name}"' in text:
+            return f"the file uses {name}, whose formula differs in Keras 3 (saved by Keras {version or '2'})"
+    return None
+
+
+def _input_shape_mismatch(artifact: Artifact, model: Any) -> str | None:
+    """Keras 3 reads some tf.keras 2.3 Sequential files with an extra input dimension."""
+    from gradinspect.structure import has_layer_structure, static_layers
+
+    if not has_layer_structure(artifact.config):
+        return None
+    try:
+        declared = [spec.shape for spec in static_layers(artifact).model.inputs]
+        actual = [tuple(t.shape) for t in model.inputs]
+    except Exception:
+        return None
+    if declared and all(s is not None for s in declared) and declared != actual:
+        return f"input shape {actual} differs from the saved {declared}"
+    return None
+
+
+def _keras3(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Any:
+    quiet_tensorflow("keras")
+    import keras
+
+    with _silenced():
+        return keras.saving.load_model(
+            str(artifact.path), custom_objects=objects or None, compile=False, safe_mode=not unsafe
+        )
+
+
+def _tf_keras(artifact: Artifact, objects: dict[str, Any]) -> Any:
+    quiet_tensorflow("tf_keras")
+    import tf_keras
+
+    with _silenced():
+        return tf_keras.models.load_model(str(artifact.path), custom_objects=objects or None, compile=False)
+
+
+def quiet_tensorflow(*modules: str) -> None:
+    """Import TensorFlow (and the named ``keras``/``tf_keras``) once, keeping start-up chatter off stderr.
+
+    TF_CPP_MIN_LOG_LEVEL does not silence absl's "log messages before InitializeLog" banner
+    or the CUDA probes, which C++ writes to file descriptor 2 directly; so the imports and the
+    first device query run with fd 2 pointed at a temporary file, replayed if the import fails.
+    Only what is asked for is imported: Keras 3 and tf_keras each cost a second or more.
+    """
+    wanted = ("tensorflow", *modules)
+    if all(m in sys.modules for m in wanted):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    with _fd2_captured():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        for name in modules:
+            importlib.import_module(name)
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _fd2_captured() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            sys.stderr.write(tmp.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    # Loaders print deprecation warnings and progress to stdout/stderr; stdout is for data.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    line = text.splitlines()[0].strip()
+    return line if len(line) <= 300 else line[:297] + "..."

@@ -1,0 +1,37 @@
+"""One renderer per output format; each turns a report into text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from gradinspect.render import csv as _csv
+from gradinspect.render import json as _json
+from gradinspect.render import markdown as _markdown
+from gradinspect.render import table as _table
+
+
+class OutputFormat(str, Enum):
+    """Values of ``--format``."""
+
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    CSV = "csv"
+
+
+RENDERERS: dict[OutputFormat, Callable[..., str]] = {
+    OutputFormat.TABLE: _table.render,
+    OutputFormat.JSON: _json.render,
+    OutputFormat.MARKDOWN: _markdown.render,
+    OutputFormat.CSV: _csv.render,
+}
+
+
+def render(report: Any, fmt: OutputFormat | str, *, color: bool = False, width: int | None = None) -> str:
+    """Render ``report`` as ``fmt``. ``color``/``width`` matter only for the table."""
+    fmt = OutputFormat(fmt)
+    if fmt is OutputFormat.TABLE:
+        return _table.render(report, color=color, width=width)
+    return RENDERERS[fmt](report)

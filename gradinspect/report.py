@@ -1,0 +1,138 @@
+"""Frozen dataclasses describing results; they know nothing about display. ``to_dict()`` is the JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# A shape is a tuple of ints/None; a layer with several outputs has a tuple of shapes.
+Shape = tuple
+OutputShape = Union[Shape, tuple[Shape, ...], None]  # noqa: UP007 - a runtime alias, evaluated on 3.10
+
+
+def shape_to_json(shape: OutputShape) -> Any:
+    """Shapes become lists (``None`` dims become ``null``); several outputs a list of lists."""
+    if shape is None:
+        return None
+    if shape and all(isinstance(s, tuple) for s in shape):
+        return [list(s) for s in shape]
+    return list(shape)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input (or one argument of a SavedModel signature)."""
+
+    name: str
+    shape: Shape | None
+    dtype: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": shape_to_json(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a model came from and what it takes."""
+
+    path: str
+    format: str
+    name: str | None
+    inputs: tuple[InputSpec, ...]
+    loader: str | None = None
+    keras_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "name": self.name,
+            "keras_version": self.keras_version,
+            "loader": self.loader,
+            "inputs": [i.to_dict() for i in self.inputs],
+        }
+
+
+@dataclass(frozen=True)
+class VariableInfo:
+    """A variable of a layer (or of a name scope, for SavedModels without Keras metadata)."""
+
+    name: str
+    shape: Shape
+    dtype: str | None
+    trainable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "trainable": self.trainable}
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of the listing. ``name`` is the path (``outer/inner`` inside nested models)."""
+
+    name: str
+    class_name: str
+    output_shape: OutputShape
+    params: int
+    trainable_params: int
+    trainable: bool
+    depth: int = 0
+    is_container: bool = False
+    variables: tuple[VariableInfo, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "class": self.class_name,
+            "output_shape": shape_to_json(self.output_shape),
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "trainable": self.trainable,
+            "depth": self.depth,
+        }
+        if self.variables:
+            d["variables"] = [v.to_dict() for v in self.variables]
+        return d
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A SavedModel signature: its key, its inputs and its outputs."""
+
+    key: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[InputSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass(frozen=True)
+class LayersReport:
+    """What ``gradinspect layers`` shows. Totals count every variable once."""
+
+    model: ModelInfo
+    layers: tuple[LayerRow, ...]
+    total_params: int
+    trainable_params: int
+    signatures: tuple[Signature, ...] = field(default=())
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model.to_dict(),
+            "layers": [row.to_dict() for row in self.layers],
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params,
+        }
+        if self.signatures:
+            d["signatures"] = [s.to_dict() for s in self.signatures]
+        return d
