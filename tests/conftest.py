@@ -1,0 +1,136 @@
+"""Shared fixtures: tiny real Keras models saved to temp dirs, the sample models, the real-model corpus."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_models"
+REAL_MODELS = Path(os.environ.get("GRADINSPECT_REAL_MODELS", REPO.parent / "shared" / "real_models"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not REAL_MODELS.is_dir():
+        skip = pytest.mark.skip(reason=f"real-model corpus not found at {REAL_MODELS}")
+        for item in items:
+            if "real_models" in item.fixturenames:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_models(tmp_path_factory) -> Path:
+    """A read-only copy of ../shared/real_models (the originals are never handed to a loader)."""
+    dst = tmp_path_factory.mktemp("real") / "real_models"
+    shutil.copytree(REAL_MODELS, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from gradinspect.loading import quiet_tensorflow
+
+    quiet_tensorflow("keras", "tf_keras")
+    warnings.filterwarnings("ignore")
+    import keras
+
+    return keras
+
+
+@pytest.fixture(scope="session")
+def tf_keras(keras):
+    import tf_keras
+
+    return tf_keras
+
+
+def run_cli(*args: str):
+    """Run the real Click command in-process; stdout and stderr are kept apart."""
+    from gradinspect.cli import main
+
+    runner = CliRunner()
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def sha256(path: Path) -> str:
+    """Hash of a file, or of every file below a directory (names included)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(path)).encode())
+                h.update(p.read_bytes())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def assert_one_error_line(result, *needles: str) -> str:
+    """The bad-input contract: exit 2, nothing on stdout, exactly one `Error:` line, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def zoo(keras, tmp_path_factory):
+    """Models covering nested models, shared layers, BN, RNN wrappers, multi-input; saved as .keras and .h5."""
+    L = keras.layers
+    out = tmp_path_factory.mktemp("zoo")
+    keras.utils.set_random_seed(7)
+    models = {}
+
+    inner = keras.Sequential([L.Dense(4, name="i1"), L.Dense(4, name="i2", trainable=False)], name="inner")
+    x = keras.Input((6, 5), name="seq")
+    h = L.Bidirectional(L.LSTM(3, return_sequences=True), name="bilstm")(x)
+    h = L.Dropout(0.2, name="drop")(h)
+    h = L.LayerNormalization(name="ln")(h)
+    h = L.Flatten(name="flat")(h)
+    h = inner(h)
+    h = L.BatchNormalization(center=False, name="bn")(h)
+    models["nested"] = keras.Model(x, L.Dense(1, name="head")(h), name="nested")
+
+    a = keras.Input((3,), name="a")
+    b = keras.Input((3,), name="b")
+    shared = L.Dense(2, name="shared")
+    merged = L.Add(name="add")([shared(a), shared(b)])
+    models["shared"] = keras.Model([a, b], L.Dense(1, name="out")(merged), name="shared_model")
+
+    models["cnn"] = keras.Sequential(
+        [
+            keras.Input((9, 9, 2)),
+            L.Conv2D(3, 3, strides=2, padding="same", name="c1"),
+            L.DepthwiseConv2D(2, name="dw"),
+            L.AveragePooling2D(2, name="ap"),
+            L.GlobalMaxPooling2D(name="gmp"),
+            L.Dense(2, name="d"),
+        ],
+        name="cnn_zoo",
+    )
+
+    e = keras.Input((5,), dtype="int32", name="tokens")
+    h = L.Embedding(10, 3, name="emb")(e)
+    h = L.GRU(4, name="gru")(h)
+    models["embed"] = keras.Model(e, L.Dense(1, name="o")(h), name="embed")
+
+    paths = {}
+    for name, model in models.items():
+        for ext in ("keras", "h5"):
+            p = out / f"{name}.{ext}"
+            model.save(p)
+            paths[(name, ext)] = p
+    return models, paths

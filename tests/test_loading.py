@@ -1,0 +1,63 @@
+"""The loader returns a live model with the saved weights, for every format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradinspect.errors import ModelLoadError
+from gradinspect.loading import load_model
+
+
+@pytest.mark.parametrize("name", ["nested", "shared", "cnn", "embed"])
+@pytest.mark.parametrize("ext", ["keras", "h5"])
+def test_keras3_formats_predict_like_the_original(zoo, name, ext):
+    models, paths = zoo
+    model = models[name]
+    loaded = load_model(paths[(name, ext)])
+    assert loaded.loader == "keras"
+    rng = np.random.default_rng(0)
+    xs = []
+    for t in model.inputs:
+        shape = (3,) + tuple(t.shape[1:])
+        xs.append(
+            rng.integers(0, 10, shape).astype("int32")
+            if "int" in str(t.dtype)
+            else rng.normal(size=shape).astype("float32")
+        )
+    np.testing.assert_allclose(np.asarray(loaded.model(xs)), np.asarray(model(xs)), rtol=1e-6, atol=1e-6)
+
+
+def test_tf_keras_savedmodel_and_plain_export(keras):
+    from conftest import SAMPLES
+
+    x = np.array([[0.5, -1.0], [2.0, 0.25]], dtype="float32")
+    sm = load_model(SAMPLES / "mlp_savedmodel")
+    assert sm.loader == "tf_keras"
+    assert [layer.name for layer in sm.model.layers] == ["x", "dense_1", "dense_2", "dense_3"]
+
+    exported = load_model(SAMPLES / "mlp_export")
+    assert exported.loader == "tf.saved_model"
+    reference = keras.saving.load_model(SAMPLES / "mlp.keras", compile=False)
+    out = exported.model.signatures["serving_default"](x=x)
+    np.testing.assert_allclose(np.asarray(next(iter(out.values()))), np.asarray(reference(x)), rtol=1e-6)
+
+
+def test_keras_file_is_never_handed_to_tf_keras(keras, tmp_path):
+    """A .keras that Keras 3 cannot rebuild is an error, never a silent tf_keras load."""
+    import json
+    import zipfile
+
+    from conftest import SAMPLES
+
+    p = tmp_path / "bad_units.keras"
+    with zipfile.ZipFile(SAMPLES / "mlp.keras") as zin, zipfile.ZipFile(p, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "config.json":
+                cfg = json.loads(data)
+                cfg["config"]["layers"][1]["config"]["units"] = 7  # weights no longer fit
+                data = json.dumps(cfg).encode()
+            zout.writestr(item, data)
+    with pytest.raises(ModelLoadError, match="Keras could not load"):
+        load_model(p)

@@ -1,0 +1,79 @@
+"""Renderers, tested on a hand-built report against golden files (GRADINSPECT_UPDATE_GOLDENS=1 rewrites them)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gradinspect.render import RENDERERS, OutputFormat, render
+from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _report() -> LayersReport:
+    rows = (
+        LayerRow("x", "InputLayer", (None, 2), 0, 0, True),
+        LayerRow("dense_1", "Dense", (None, 3), 9, 9, True),
+        LayerRow("block", "Sequential", (None, 3), 24, 12, True, 0, is_container=True),
+        LayerRow("block/inner", "Dense", (None, 3), 12, 12, True, 1),
+        LayerRow("block/[bold]bn|x", "BatchNormalization", (None, 3), 12, 0, False, 1),
+        LayerRow("lstm", "LSTM", ((None, 4), (None, 4), (None, 4)), 128, 128, True),
+        LayerRow("custom", "MyLayer", None, 1_234_567, 1_234_567, True),
+    )
+    info = ModelInfo(
+        "models/m.keras", "keras", "m", (InputSpec("x", (None, 2), "float32"),), "static (no TensorFlow)", "3.15.1"
+    )
+    return LayersReport(info, rows, 1_234_738, 1_234_726)
+
+
+def test_every_format_has_a_renderer():
+    assert set(RENDERERS) == set(OutputFormat)
+    from gradinspect.cli import FORMATS
+
+    assert set(FORMATS) == {f.value for f in OutputFormat}
+
+
+@pytest.mark.parametrize("fmt,suffix", [("table", "txt"), ("markdown", "md"), ("csv", "csv"), ("json", "json")])
+def test_golden(fmt, suffix):
+    text = render(_report(), fmt, color=False, width=100)
+    golden = GOLDEN / f"layers.{suffix}"
+    if os.environ.get("GRADINSPECT_UPDATE_GOLDENS") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_model_names_are_not_parsed_as_markup():
+    text = render(_report(), "table", width=120)
+    assert "block/[bold]bn|x" in text
+
+
+def test_json_keys_and_totals():
+    data = json.loads(render(_report(), "json"))
+    assert set(data) == {"model", "layers", "total_params", "trainable_params", "non_trainable_params"}
+    assert set(data["model"]) >= {"path", "format", "name", "inputs"}
+    assert set(data["layers"][0]) >= {"name", "class", "output_shape", "params", "trainable"}
+    assert data["non_trainable_params"] == 12
+    assert data["layers"][5]["output_shape"] == [[None, 4], [None, 4], [None, 4]]
+    assert data["layers"][6]["output_shape"] is None
+
+
+def test_csv_parses_back():
+    rows = list(csv.DictReader(io.StringIO(render(_report(), "csv"))))
+    assert [r["name"] for r in rows][:2] == ["x", "dense_1"]
+    assert rows[1]["output_shape"] == "(None, 3)" and rows[1]["params"] == "9"
+    assert rows[6]["output_shape"] == ""
+
+
+def test_markdown_escapes_pipes():
+    assert "block/[bold]bn\\|x" in render(_report(), "markdown")
+
+
+def test_table_colour_only_when_asked():
+    assert "\x1b[" not in render(_report(), "table")
+    assert "\x1b[" in render(_report(), "table", color=True)
