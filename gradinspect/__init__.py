@@ -9,16 +9,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "list_layers", "load_model", "GradinspectError"]
+__all__ = ["__version__", "inspect_gradients", "list_layers", "load_model", "GradinspectError"]
 
 if TYPE_CHECKING:
     from gradinspect.errors import GradinspectError
+    from gradinspect.gradients import inspect_gradients
     from gradinspect.listing import list_layers
     from gradinspect.loading import load_model
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import gradinspect` (and `gradinspect --help`) stays instant.
+    if name == "inspect_gradients":
+        from gradinspect.gradients import inspect_gradients
+
+        return inspect_gradients
     if name == "list_layers":
         from gradinspect.listing import list_layers
 

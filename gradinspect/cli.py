@@ -143,3 +143,115 @@ def layers(model: str, custom_objects: str | None, unsafe: bool, fmt: str, outpu
     _unsafe_notice(unsafe)
     report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
     _emit(report, fmt, output)
+
+
+def _pairs(from_: str | None, to: str | None, pair: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    if from_ or to:
+        if not (from_ and to):
+            raise click.UsageError("--from and --to go together (or use --pair A:B)")
+        out.append((from_, to))
+    for item in pair:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            raise click.UsageError(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2")
+        out.append((a, b))
+    return out
+
+
+def _shape_option(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise click.UsageError(f"--input-shape {value}: expected integers like 28,28,1") from exc
+
+
+@main.command()
+@model_options
+@click.option("--from", "from_", metavar="LAYER", help="First layer of the pair (its output gradient).")
+@click.option("--to", metavar="LAYER", help="Second layer of the pair (its weight gradients).")
+@click.option("--pair", multiple=True, metavar="A:B", help="A layer pair; may be repeated.")
+@click.option("--all", "all_layers", is_flag=True, help="Every layer, as consecutive pairs.")
+@click.option("--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset].")
+@click.option(
+    "--random", "random_", type=int, default=4, show_default=True, help="Without --input: N seeded random samples."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
+@click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions.")
+@click.option("--samples", metavar="START:STOP", help="Use only these samples of the input.")
+@click.option("--batch-size", type=int, help="Use only the first N samples.")
+@click.option(
+    "--loss", default="sum", show_default=True, help="sum, mean, sumsq, unit:K, or a Keras loss name with --target."
+)
+@click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input).")
+@click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
+@output_options
+@click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
+def grad(
+    model,
+    custom_objects,
+    unsafe,
+    from_,
+    to,
+    pair,
+    all_layers,
+    input_,
+    random_,
+    seed,
+    input_shape,
+    samples,
+    batch_size,
+    loss,
+    target,
+    training,
+    fmt,
+    output,
+    save_npz,
+    force,
+) -> None:
+    """Gradients of a loss w.r.t. layer outputs and layer weights, for chosen layer pairs.
+
+    One forward pass under a GradientTape and one backward call serve every pair.
+
+    \b
+    Example:
+      gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2
+    """
+    from gradinspect.gradients import inspect_gradients
+
+    pairs = _pairs(from_, to, pair)
+    if not pairs and not all_layers:
+        raise click.UsageError("choose layers: --from A --to B, --pair A:B or --all")
+    if save_npz and os.path.exists(save_npz) and not force:
+        raise click.UsageError(f"--save-npz {save_npz}: the file exists; pass --force to overwrite it")
+    _unsafe_notice(unsafe)
+    report = inspect_gradients(
+        model,
+        input_,
+        pairs,
+        loss,
+        target=target,
+        training=training,
+        all_layers=all_layers,
+        random=random_,
+        seed=seed,
+        input_shape=_shape_option(input_shape),
+        samples=samples,
+        batch_size=batch_size,
+        custom_objects=custom_objects,
+        unsafe=unsafe,
+    )
+    if save_npz:
+        import io
+
+        import numpy as np
+
+        from gradinspect.output import atomic_write
+
+        buf = io.BytesIO()
+        np.savez(buf, **report.arrays)
+        atomic_write(save_npz, buf.getvalue(), option="--save-npz")
+    _emit(report, fmt, output)

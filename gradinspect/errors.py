@@ -29,6 +29,18 @@ class CustomObjectsError(GradinspectError):
     """The ``--custom-objects`` file could not be imported."""
 
 
+class InputDataError(GradinspectError):
+    """The input data is unreadable or does not fit the model."""
+
+
+class LayerNameError(GradinspectError):
+    """A layer name that the model does not have."""
+
+
+class GradientError(GradinspectError):
+    """The forward or backward pass could not run (an unsupported loss, a shape error)."""
+
+
 class OutputError(GradinspectError):
     """An output file could not be written."""
 

@@ -136,3 +136,111 @@ class LayersReport:
         if self.signatures:
             d["signatures"] = [s.to_dict() for s in self.signatures]
         return d
+
+
+@dataclass(frozen=True)
+class OutputGradient:
+    """d loss / d one output tensor of one call of a layer. ``stats`` is None when there is no
+    gradient, and ``missing`` then says why."""
+
+    layer: str
+    call: int
+    tensor: int
+    shape: Shape
+    stats: Any
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for further calls, ``.<j>`` for further tensors."""
+        key = f"output/{self.layer}"
+        if self.call:
+            key += f"#{self.call}"
+        if self.tensor:
+            key += f".{self.tensor}"
+        return key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "call": self.call,
+            "tensor": self.tensor,
+            "shape": list(self.shape),
+            "stats": self.stats.to_dict() if self.stats else None,
+            "missing": self.missing,
+        }
+
+
+@dataclass(frozen=True)
+class WeightGradient:
+    """d loss / d one trainable variable of a layer; ``variable`` is its path inside the layer."""
+
+    layer: str
+    variable: str
+    shape: Shape
+    stats: Any
+    weight_norm: float
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"weight/{self.layer}/{self.variable}"
+
+    @property
+    def ratio(self) -> float | None:
+        if self.stats is None or self.stats.norm is None or not self.weight_norm:
+            return None
+        return self.stats.norm / self.weight_norm
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "variable": self.variable,
+            "shape": list(self.shape),
+            "stats": self.stats.to_dict() if self.stats else None,
+            "weight_norm": self.weight_norm,
+            "ratio": self.ratio,
+            "missing": self.missing,
+        }
+
+
+@dataclass(frozen=True)
+class PairReport:
+    """The gradients for one ``--from A --to B`` pair: outputs and weights of both layers."""
+
+    from_layer: str
+    to_layer: str
+    outputs: tuple[OutputGradient, ...]
+    weights: tuple[WeightGradient, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.from_layer,
+            "to": self.to_layer,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "weights": [w.to_dict() for w in self.weights],
+        }
+
+
+@dataclass(frozen=True)
+class GradReport:
+    """What ``gradinspect grad`` shows. ``arrays`` holds the raw gradients by ``--save-npz`` key."""
+
+    model: ModelInfo
+    loss_spec: str
+    loss_value: float
+    input_source: str
+    batch_size: int
+    training: bool
+    pairs: tuple[PairReport, ...]
+    notes: tuple[str, ...] = ()
+    arrays: Any = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "loss": {"spec": self.loss_spec, "value": self.loss_value},
+            "inputs": {"source": self.input_source, "batch_size": self.batch_size, "training": self.training},
+            "pairs": [p.to_dict() for p in self.pairs],
+            "notes": list(self.notes),
+        }

@@ -58,3 +58,11 @@ def test_version():
 
     result = _run(sys.executable, "-m", "gradinspect", "--version")
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("gradinspect") is None, reason="gradinspect is not installed on PATH")
+def test_installed_command_grad_quickstart():
+    result = _run("gradinspect", "grad", "sample_models/mlp.keras", "--from", "dense_1", "--to", "dense_2")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # TensorFlow's start-up chatter is kept off stderr
+    assert "Output gradients" in result.stdout and "Weight gradients" in result.stdout

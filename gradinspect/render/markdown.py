@@ -11,7 +11,60 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _render_grad(report: Any) -> str:
+    mode = "training" if report.training else "inference"
+    lines = [
+        f"### Gradients of `{_cell(report.model.path)}`",
+        "",
+        f"loss `{_cell(report.loss_spec)}` = {report.loss_value:.6g} · input {_cell(report.input_source)}, "
+        f"batch {report.batch_size} · {mode} mode",
+        "",
+    ]
+    for pair in report.pairs:
+        lines += [
+            f"#### {_cell(pair.from_layer)} → {_cell(pair.to_layer)}",
+            "",
+            "| Output | Call | Shape | L2 norm | Mean | Std | Min | Max | Mean \\|g\\| | Zero frac | NaN/Inf |",
+            "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for o in pair.outputs:
+            s = o.stats
+            if s is None:
+                lines.append(f"| {_cell(o.layer)} | {o.call} | {shape(o.shape)} | {_cell(o.missing or '')} |||||||")
+                continue
+            lines.append(
+                f"| {_cell(o.layer)} | {o.call} | {shape(o.shape)} | {_g(s.norm)} | {_g(s.mean)} | {_g(s.std)} | "
+                f"{_g(s.min)} | {_g(s.max)} | {_g(s.abs_mean)} | {_g(s.zero_fraction)} | {s.nonfinite} |"
+            )
+        lines += [
+            "",
+            "| Weight | Variable | Shape | Grad norm | Weight norm | Ratio | Max \\|g\\| | NaN/Inf |",
+            "|---|---|---|--:|--:|--:|--:|--:|",
+        ]
+        for w in pair.weights:
+            s = w.stats
+            if s is None:
+                lines.append(
+                    f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {_cell(w.missing or '')} ||||"
+                )
+                continue
+            lines.append(
+                f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {_g(s.norm)} | "
+                f"{_g(w.weight_norm)} | {_g(w.ratio)} | {_g(s.abs_max)} | {s.nonfinite} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def render(report: Any) -> str:
+    from gradinspect.report import GradReport
+
+    if isinstance(report, GradReport):
+        return _render_grad(report)
     m = report.model
     lines = [f"### Layers of `{_cell(m.path)}` ({m.format})", ""]
     for sig in report.signatures:

@@ -22,8 +22,97 @@ def render(report: Any, *, color: bool = False, width: int | None = None) -> str
         highlight=False,
         soft_wrap=False,
     )
-    _layers(console, report)
+    from gradinspect.report import GradReport
+
+    if isinstance(report, GradReport):
+        _grad(console, report)
+    else:
+        _layers(console, report)
     return buf.getvalue()
+
+
+# A gradient norm outside this band is flagged as vanishing or exploding.
+VANISHING = 1e-7
+EXPLODING = 1e3
+
+
+def _num(value: float | None, style_bad: bool = False) -> Text:
+    if value is None:
+        return Text("—", style="dim")
+    return Text(f"{value:.4g}", style="bold red" if style_bad else "")
+
+
+def _norm_cell(stats) -> Text:
+    if stats is None or stats.norm is None:
+        return Text("—", style="dim")
+    bad = stats.norm < VANISHING or stats.norm > EXPLODING
+    return _num(stats.norm, bad)
+
+
+def _grad(console: Console, report) -> None:
+    m = report.model
+    mode = "training" if report.training else "inference"
+    console.print(
+        Text.assemble(
+            Text(m.path, style="bold"),
+            f"  loss {report.loss_spec} = {report.loss_value:.6g}  ·  input {report.input_source}, "
+            f"batch {report.batch_size}  ·  {mode} mode",
+        )
+    )
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    for pair in report.pairs:
+        outs = Table(title=f"Output gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+        for col in ("Layer", "Call", "Shape"):
+            outs.add_column(col)
+        for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
+            outs.add_column(col, justify="right")
+        for o in pair.outputs:
+            name = o.layer + (f".{o.tensor}" if o.tensor else "")
+            if o.stats is None:
+                outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), Text(o.missing or "", style="yellow"))
+                continue
+            s = o.stats
+            outs.add_row(
+                Text(name),
+                str(o.call),
+                Text(shape(o.shape)),
+                _norm_cell(s),
+                _num(s.mean),
+                _num(s.std),
+                _num(s.min),
+                _num(s.max),
+                _num(s.abs_mean),
+                _num(s.zero_fraction),
+                Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+            )
+        console.print(outs)
+        ws = Table(title=f"Weight gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+        for col in ("Layer", "Variable", "Shape"):
+            ws.add_column(col)
+        for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
+            ws.add_column(col, justify="right")
+        for w in pair.weights:
+            if w.stats is None:
+                ws.add_row(Text(w.layer), Text(w.variable), Text(shape(w.shape)), Text(w.missing or "", style="yellow"))
+                continue
+            s = w.stats
+            ws.add_row(
+                Text(w.layer),
+                Text(w.variable),
+                Text(shape(w.shape)),
+                _norm_cell(s),
+                _num(w.weight_norm),
+                _num(w.ratio),
+                _num(s.mean),
+                _num(s.std),
+                _num(s.abs_max),
+                _num(s.zero_fraction),
+                Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+            )
+        if not pair.weights:
+            ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
+        console.print(ws)
 
 
 def _layers(console: Console, report: Any) -> None:

@@ -1,0 +1,49 @@
+"""Record the outputs of chosen layers during one forward pass, by shadowing ``call`` on the instance."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+def flatten(value: Any) -> list[Any]:
+    """The tensors of a layer output, in order (an LSTM with return_state returns several)."""
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in flatten(item)]
+    if isinstance(value, dict):
+        return [t for key in sorted(value) for t in flatten(value[key])]
+    return [value]
+
+
+@contextlib.contextmanager
+def recording(layers: dict[str, Any], tape: Any) -> Iterator[dict[str, list[list[Any]]]]:
+    """While active, every call of each layer appends its flattened outputs to ``calls[name]``.
+
+    Each output is watched by ``tape`` so that its gradient exists even when the layer returns
+    a tensor the tape would not otherwise track (an identity in inference mode). Shadowing the
+    instance's ``call`` sees every call of a shared layer and works inside nested and subclassed
+    models, where ``keras.Model(inputs, layer.output)`` does not; it is undone in ``finally``.
+    """
+    calls: dict[str, list[list[Any]]] = {name: [] for name in layers}
+    patched = []
+    try:
+        for name, layer in layers.items():
+            original = layer.call
+
+            def wrapper(*args: Any, __original: Any = original, __name: str = name, **kwargs: Any) -> Any:
+                out = __original(*args, **kwargs)
+                tensors = flatten(out)
+                for t in tensors:
+                    if hasattr(t, "dtype") and getattr(t.dtype, "is_floating", False):
+                        tape.watch(t)
+                calls[__name].append(tensors)
+                return out
+
+            object.__setattr__(layer, "call", wrapper)
+            patched.append(layer)
+        yield calls
+    finally:
+        for layer in patched:
+            with contextlib.suppress(AttributeError):
+                object.__delattr__(layer, "call")

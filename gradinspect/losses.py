@@ -1,0 +1,71 @@
+"""Loss specs for ``--loss``: built-in reductions of the model output, unit:K, and Keras loss names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gradinspect.errors import GradientError
+
+BUILTIN = ("sum", "mean", "sumsq")
+KERAS_LOSSES = (
+    "mse",
+    "mae",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "binary_crossentropy",
+    "huber",
+    "kl_divergence",
+    "log_cosh",
+    "hinge",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "poisson",
+)
+
+
+def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
+    """A function ``(outputs, target) -> scalar tensor`` for ``--loss spec``. Validated before any pass."""
+    import tensorflow as tf
+
+    if spec == "sum":  # the article's reduce_sum; with several outputs, the sum over all of them
+        return lambda ys, t: tf.add_n([tf.reduce_sum(tf.cast(y, tf.float32)) for y in ys])
+    if spec == "mean":
+        return lambda ys, t: tf.add_n([tf.reduce_mean(tf.cast(y, tf.float32)) for y in ys])
+    if spec == "sumsq":
+        return lambda ys, t: tf.add_n([tf.reduce_sum(tf.square(tf.cast(y, tf.float32))) for y in ys])
+    if spec.startswith("unit:"):
+        try:
+            k = int(spec[5:])
+        except ValueError as exc:
+            raise GradientError(f"--loss {spec}: expected unit:K with K an integer, e.g. unit:0") from exc
+
+        def unit(ys: list[Any], t: Any) -> Any:
+            y = ys[0]
+            n = int(y.shape[-1])
+            if not -n <= k < n:
+                raise GradientError(f"--loss {spec}: the output has {n} units (0..{n - 1})")
+            return tf.reduce_sum(tf.cast(y[..., k], tf.float32))
+
+        return unit
+    if spec == "compiled":
+        raise GradientError("--loss compiled: not supported yet; name the loss (e.g. --loss mse --target FILE)")
+    if spec in KERAS_LOSSES:
+        if not has_target:
+            raise GradientError(f"--loss {spec} compares the output with a target: give --target FILE")
+        import keras
+
+        fn = keras.losses.get(spec)
+
+        def keras_loss(ys: list[Any], t: Any) -> Any:
+            if len(ys) != 1:
+                raise GradientError(f"--loss {spec}: the model has {len(ys)} outputs; only single-output models")
+            return tf.reduce_mean(fn(tf.convert_to_tensor(t), ys[0]))
+
+        return keras_loss
+    raise GradientError(
+        f"--loss {spec}: unknown loss; use one of {', '.join(BUILTIN)}, unit:K, compiled, or a Keras loss "
+        f"({', '.join(KERAS_LOSSES[:7])}, ...)"
+    )
