@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from gradinspect import __version__
-from gradinspect.errors import GradinspectError
+from gradinspect.errors import GradinspectError, UsageProblem
 
 FORMATS = ("table", "json", "markdown", "csv")
 
@@ -149,12 +149,12 @@ def _pairs(from_: str | None, to: str | None, pair: tuple[str, ...]) -> list[tup
     out = []
     if from_ or to:
         if not (from_ and to):
-            raise click.UsageError("--from and --to go together (or use --pair A:B)")
+            raise UsageProblem("--from and --to go together (or use --pair A:B)")
         out.append((from_, to))
     for item in pair:
         a, sep, b = item.partition(":")
         if not sep or not a or not b:
-            raise click.UsageError(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2")
+            raise UsageProblem(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2")
         out.append((a, b))
     return out
 
@@ -165,7 +165,7 @@ def _shape_option(value: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
     except ValueError as exc:
-        raise click.UsageError(f"--input-shape {value}: expected integers like 28,28,1") from exc
+        raise UsageProblem(f"--input-shape {value}: expected integers like 28,28,1") from exc
 
 
 @main.command()
@@ -224,9 +224,9 @@ def grad(
 
     pairs = _pairs(from_, to, pair)
     if not pairs and not all_layers:
-        raise click.UsageError("choose layers: --from A --to B, --pair A:B or --all")
+        raise UsageProblem("choose layers: --from A --to B, --pair A:B or --all")
     if save_npz and os.path.exists(save_npz) and not force:
-        raise click.UsageError(f"--save-npz {save_npz}: the file exists; pass --force to overwrite it")
+        raise UsageProblem(f"--save-npz {save_npz}: the file exists; pass --force to overwrite it")
     _unsafe_notice(unsafe)
     report = inspect_gradients(
         model,

@@ -45,6 +45,10 @@ class OutputError(GradinspectError):
     """An output file could not be written."""
 
 
+class UsageProblem(GradinspectError):
+    """Options that do not fit together or a malformed option value, found by a command."""
+
+
 class CheckFailed(GradinspectError):
     """A checking command ran and one of its rules failed."""
 

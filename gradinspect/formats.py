@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zipfile
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ class Artifact:
     config: dict[str, Any] | None
     keras_version: str | None = None
     metadata_nodes: tuple[dict[str, Any], ...] = ()
+    training_config: dict[str, Any] | None = None
 
 
 def read_artifact(path: str | Path) -> Artifact:
@@ -124,7 +126,17 @@ def _read_h5(p: Path) -> Artifact:
     version = attrs.get("keras_version")
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
-    return Artifact(p, ModelFormat.H5, config, str(version) if version is not None else None)
+    training = None
+    if attrs.get("training_config") is not None:
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            training = json.loads(attrs["training_config"])
+    return Artifact(
+        p,
+        ModelFormat.H5,
+        config,
+        str(version) if version is not None else None,
+        training_config=training if isinstance(training, dict) else None,
+    )
 
 
 def _read_savedmodel(p: Path) -> Artifact:
@@ -143,7 +155,10 @@ def _read_savedmodel(p: Path) -> Artifact:
     config = None
     if root is not None and isinstance(root.get("config"), dict):
         config = {"class_name": root.get("class_name"), "config": root["config"]}
-    return Artifact(p, ModelFormat.SAVEDMODEL_KERAS, config, None, nodes)
+    training = root.get("training_config") if root is not None else None
+    return Artifact(
+        p, ModelFormat.SAVEDMODEL_KERAS, config, None, nodes, training if isinstance(training, dict) else None
+    )
 
 
 def _json(raw: bytes | str, p: Path, what: str) -> Any:
@@ -227,6 +242,8 @@ def scan_config(artifact: Artifact, registered: frozenset[str] = frozenset()) ->
     findings: list[Finding] = []
     roots: list[Any] = [artifact.config] if artifact.config is not None else []
     roots.extend(artifact.metadata_nodes)
+    if artifact.training_config is not None:
+        roots.append(artifact.training_config)
     for root in roots:
         # The model itself is not a layer: its name does not prefix its layers' names.
         is_model = root is artifact.config or root.get("_node_path") == "root"

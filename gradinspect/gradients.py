@@ -21,6 +21,12 @@ NO_PATH = (
     "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
     "through a non-differentiable op (argmax, round, a cast to integer)"
 )
+NOT_BETWEEN = "no gradient: the layer is not between the inputs and the loss (it feeds no output the loss uses)"
+NON_DIFFERENTIABLE = (
+    "no gradient: the path from here to the loss goes through a non-differentiable op "
+    "(argmax, round, a cast to integer, stop_gradient)"
+)
+UNUSED_VARIABLE = "no gradient: the signature does not use this variable"
 INTEGER = "no gradient: the tensor is integer-typed (e.g. an Embedding's indices); integers have no gradient"
 NOT_CALLED = "no gradient: the layer was not called in the forward pass"
 
@@ -64,14 +70,28 @@ def _variable_name(var: Any, layer: Any) -> str:
 
 
 def model_inputs(model: Any) -> list[InputSpec]:
-    """Input names, shapes and dtypes as the model takes them."""
+    """Input names, shapes and dtypes as the model takes them.
+
+    A subclassed model has no symbolic inputs; its build shape (recorded when it was saved)
+    stands in, as one input named ``input``.
+    """
     specs = []
     names = getattr(model, "input_names", None)
-    for i, t in enumerate(model.inputs):
+    try:
+        tensors = list(model.inputs or [])
+    except AttributeError:
+        tensors = []
+    for i, t in enumerate(tensors):
         name = names[i] if names and i < len(names) else str(getattr(t, "name", f"input_{i}")).split(":")[0]
         dtype = getattr(t.dtype, "name", None) or str(t.dtype)
         specs.append(InputSpec(name, tuple(None if d is None else int(d) for d in t.shape), dtype))
-    return specs
+    if specs:
+        return specs
+    build = getattr(model, "get_build_config", lambda: None)() or {}
+    shape = build.get("input_shape")
+    if isinstance(shape, (list, tuple)) and all(d is None or isinstance(d, int) for d in shape):
+        return [InputSpec("input", tuple(shape), "float32")]
+    return [InputSpec("input", None, "float32")]
 
 
 def inspect_gradients(
@@ -98,13 +118,12 @@ def inspect_gradients(
     seeded samples. Raises GradinspectError subclasses for every expected failure.
     """
     loaded = _as_loaded(model_or_path, custom_objects, unsafe)
+    signature = None
     if loaded.loader == "tf.saved_model":
-        raise GradientError(
-            f"{loaded.artifact.path}: gradients of SavedModels without Keras metadata are not supported yet; "
-            "`gradinspect layers` lists its signatures and variables"
-        )
-    model = loaded.model
-    specs = model_inputs(model)
+        signature = _signature(loaded)
+        specs = list(signature[2])
+    else:
+        specs = model_inputs(loaded.model)
     names = [s.name for s in specs]
     if isinstance(inputs, (str, Path)):
         source = f"--input {inputs}"
@@ -120,19 +139,155 @@ def inspect_gradients(
         arrays = {names[0]: np.asarray(inputs)}
     if set(arrays) != set(names):
         arrays = _rekey(arrays, names, source)
-    arrays, notes = check_arrays(arrays, specs, source)
+    arrays, note_list = check_arrays(arrays, specs, source)
+    notes = list(note_list)
     arrays = select(arrays, samples, batch_size)
-    pair_list = _resolve_pairs(model, pairs, all_layers)
-    loss_fn = make_loss(loss, target is not None)
-    target_array = None
-    if target is not None:
-        target_array = (
-            read_arrays(str(target), ["target"])["target"] if isinstance(target, (str, Path)) else np.asarray(target)
+    batch = next(iter(arrays.values())).shape[0]
+    loss_spec = loss
+    if loss == "compiled":
+        loss_spec = compiled_loss(loaded)
+        notes.append(f"--loss compiled: the model was saved with loss {loss_spec}")
+    loss_fn = make_loss(loss_spec, target is not None)
+    target_array = _target(target, samples, batch_size, batch)
+    if signature is not None:
+        return _run_savedmodel(
+            loaded, signature, arrays, pairs, all_layers, loss, loss_fn, target_array, source, tuple(notes)
         )
-        batch = next(iter(arrays.values())).shape[0]
-        if target_array.shape[0] != batch:
-            target_array = target_array[:batch] if target_array.shape[0] > batch else target_array
+    pair_list = _resolve_pairs(loaded.model, pairs, all_layers)
     return _run(loaded, arrays, specs, pair_list, loss, loss_fn, target_array, training, source, tuple(notes))
+
+
+def _target(target: Any, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray | None:
+    """The --target array, cut by the same --samples/--batch-size as the inputs."""
+    if target is None:
+        return None
+    if isinstance(target, (str, Path)):
+        array = read_arrays(str(target), ["target"])["target"]
+        label = f"--target {target}"
+    else:
+        array = np.asarray(target)
+        label = "target"
+    array = select({"target": array}, samples, batch_size)["target"]
+    if array.shape[0] != batch:
+        from gradinspect.errors import InputDataError
+
+        raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
+    return array
+
+
+def compiled_loss(loaded: LoadedModel) -> str:
+    """The loss the model was saved with, as a Keras loss name, for ``--loss compiled``."""
+    from gradinspect.losses import KERAS_LOSSES
+
+    config = loaded.artifact.config or {}
+    raw = (config.get("compile_config") or {}).get("loss") if isinstance(config, dict) else None
+    if raw is None and loaded.artifact.training_config:
+        raw = loaded.artifact.training_config.get("loss")
+    if raw is None:
+        raise GradientError(f"{loaded.artifact.path}: --loss compiled: the model was saved without a compiled loss")
+    if isinstance(raw, dict) and isinstance(raw.get("config"), (dict, str)) and "class_name" in raw:
+        name = raw["class_name"]
+        inner = raw["config"]
+        if name == "function" and isinstance(inner, str):
+            raw = inner
+        else:
+            # SparseCategoricalCrossentropy -> sparse_categorical_crossentropy
+            import re
+
+            raw = re.sub("([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+            if isinstance(inner, dict) and inner.get("from_logits"):
+                raise GradientError(
+                    f"--loss compiled: the model was saved with {name}(from_logits=True); gradinspect applies "
+                    "Keras losses to probabilities; pass --loss explicitly"
+                )
+    aliases = {"mean_squared_error": "mse", "mean_absolute_error": "mae"}
+    if isinstance(raw, str):
+        name = aliases.get(raw, raw)
+        if name in KERAS_LOSSES:
+            return name
+    raise GradientError(
+        f"{loaded.artifact.path}: --loss compiled: the saved loss {raw!r} is not one gradinspect can rebuild "
+        "(per-output or custom losses); name the loss with --loss"
+    )
+
+
+def _signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec, ...]]:
+    """The signature gradients flow through: ``serving_default``, else the only/first one."""
+    from gradinspect.listing import _dtype_name, _shape
+
+    sigs = dict(getattr(loaded.model, "signatures", {}) or {})
+    if not sigs:
+        raise GradientError(f"{loaded.artifact.path}: the SavedModel has no signatures to run")
+    key = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
+    fn = sigs[key]
+    _, kwargs = fn.structured_input_signature
+    specs = tuple(InputSpec(n, _shape(spec.shape), _dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))
+    return key, fn, specs
+
+
+def _run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, loss_fn, target, source, notes):
+    """A SavedModel without Keras structure: d loss / d each input and d loss / d each variable.
+
+    Layers do not exist here; name scopes stand in for them (`gradinspect layers` lists them), and
+    a pair selects the variables of its two scopes. Output gradients are those of the inputs.
+    """
+    import tensorflow as tf
+
+    from gradinspect.listing import savedmodel_variables
+    from gradinspect.report import ModelInfo
+
+    key, fn, specs = signature
+    variables = []
+    for v in savedmodel_variables(loaded.model):
+        scope, _, leaf = v.name.split(":")[0].rpartition("/")
+        variables.append((scope or "(root)", leaf, v))
+    scopes = list(dict.fromkeys(s for s, _, _ in variables))
+    known = scopes + [s.name for s in specs]
+    if all_layers or not pairs:
+        pair_list = [("(inputs)", "(variables)")]
+    else:
+        pair_list = list(pairs)
+        for name in (n for pair in pair_list for n in pair):
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+                hint = f"; closest: {', '.join(close)}" if close else f"; name scopes: {', '.join(scopes)}"
+                raise LayerNameError(f"no name scope or input {name!r} in the SavedModel{hint}")
+    feeds = {name: tf.convert_to_tensor(a) for name, a in arrays.items()}
+    try:
+        with tf.GradientTape() as tape:
+            for t in feeds.values():
+                if t.dtype.is_floating:
+                    tape.watch(t)
+            for _, _, v in variables:
+                tape.watch(v)
+            result = fn(**feeds)
+            outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else _flat(result)
+            loss_value = loss_fn(outputs, target)
+    except GradientError:
+        raise
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+        raise GradientError(f"the signature {key!r} failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+    sources = list(feeds.values()) + [v for _, _, v in variables]
+    grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
+    captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
+    arrays_out: dict[str, np.ndarray] = {}
+    outs = []
+    for (name, t), g in zip(feeds.items(), grads):
+        reason = INTEGER if not t.dtype.is_floating else NO_PATH
+        outs.append(_output_gradient(name, 0, 0, t, g, reason, arrays_out))
+    weights = []
+    for (scope, leaf, v), g in zip(variables, grads[len(feeds) :]):
+        unused = captured and id(getattr(v, "handle", None)) not in captured
+        weights.append(
+            _weight_gradient(scope, leaf, v, g, UNUSED_VARIABLE if unused else NON_DIFFERENTIABLE, arrays_out)
+        )
+    pair_reports = []
+    for a, b in pair_list:
+        chosen = weights if (a, b) == ("(inputs)", "(variables)") else [w for w in weights if w.layer in (a, b)]
+        pair_reports.append(PairReport(a, b, tuple(outs), tuple(chosen)))
+    info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
+    notes = (*notes, f"SavedModel without Keras layers: gradients through signature {key!r}")
+    return _grad_report(info, loss_spec, loss_value, source, arrays, False, tuple(pair_reports), notes, arrays_out)
 
 
 def _rekey(arrays: dict[str, np.ndarray], names: list[str], source: str) -> dict[str, np.ndarray]:
@@ -204,6 +359,16 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     for p, layer in input_layers.items():
         name = layer.name if layer.name in feeds else specs[0].name
         calls[p] = [[feeds.get(name, feeds[specs[0].name])]]
+    from gradinspect.losses import outputs_used
+    from gradinspect.structure import layers_feeding_outputs
+
+    on_path = layers_feeding_outputs(loaded.artifact.config, outputs_used(loss_spec, len(outputs)))
+
+    def no_grad(p: str) -> str:
+        if on_path is None:
+            return NO_PATH
+        return NON_DIFFERENTIABLE if p.split("/")[0] in on_path else NOT_BETWEEN
+
     out_targets = [(p, c, j, t) for p in wanted for c, ts in enumerate(calls[p]) for j, t in enumerate(ts)]
     var_targets = [(p, n, v) for p in wanted for n, v in variables[p]]
     sources = [t for *_, t in out_targets] + [v for *_, v in var_targets]
@@ -212,29 +377,14 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     arrays_out: dict[str, np.ndarray] = {}
     out_reports: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
     for (p, c, j, t), g in zip(out_targets, grads[: len(out_targets)]):
-        shape = tuple(int(d) for d in t.shape)
-        if g is None:
-            reason = INTEGER if not t.dtype.is_floating else NO_PATH
-            out_reports[p].append(OutputGradient(p, c, j, shape, None, reason))
-            continue
-        arr = tf.convert_to_tensor(g).numpy()
-        report = OutputGradient(p, c, j, shape, tensor_stats(arr))
-        arrays_out[report.key] = arr
-        out_reports[p].append(report)
+        reason = INTEGER if not t.dtype.is_floating else no_grad(p)
+        out_reports[p].append(_output_gradient(p, c, j, t, g, reason, arrays_out))
     for p in wanted:
         if not calls[p]:
             out_reports[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
     w_reports: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
     for (p, n, v), g in zip(var_targets, grads[len(out_targets) :]):
-        w = np.asarray(v.numpy())
-        wnorm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
-        if g is None:
-            w_reports[p].append(WeightGradient(p, n, tuple(w.shape), None, wnorm, NO_PATH))
-            continue
-        arr = tf.convert_to_tensor(g).numpy()
-        report = WeightGradient(p, n, tuple(w.shape), tensor_stats(arr), wnorm)
-        arrays_out[report.key] = arr
-        w_reports[p].append(report)
+        w_reports[p].append(_weight_gradient(p, n, v, g, no_grad(p), arrays_out))
     pair_reports = tuple(
         PairReport(
             a,
@@ -245,17 +395,54 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
         for a, b in pair_list
     )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, specs)
+    return _grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
+
+
+def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, notes, arrays_out) -> GradReport:
+    value = float(loss_value.numpy())
+    if not np.isfinite(value):
+        notes = (*notes, f"the loss is {value}: gradients hold NaN/Inf")
     return GradReport(
         model=info,
         loss_spec=loss_spec,
-        loss_value=float(loss_value.numpy()),
+        loss_value=value,
         input_source=source,
         batch_size=int(next(iter(arrays.values())).shape[0]),
         training=training,
-        pairs=pair_reports,
-        notes=notes,
+        pairs=pairs,
+        notes=tuple(notes),
         arrays=arrays_out,
     )
+
+
+def _output_gradient(layer: str, call: int, tensor: int, t: Any, g: Any, reason: str, arrays: dict) -> OutputGradient:
+    """The entry for one output tensor; its raw gradient goes into ``arrays`` under its key."""
+    shape = tuple(int(d) for d in t.shape)
+    if g is None:
+        return OutputGradient(layer, call, tensor, shape, None, reason)
+    arr = _numpy(g)
+    entry = OutputGradient(layer, call, tensor, shape, tensor_stats(arr))
+    arrays[entry.key] = arr
+    return entry
+
+
+def _weight_gradient(layer: str, name: str, v: Any, g: Any, reason: str, arrays: dict) -> WeightGradient:
+    """The entry for one variable, with the variable's own L2 norm (float64)."""
+    w = np.asarray(v.numpy())
+    norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
+    if g is None:
+        return WeightGradient(layer, name, tuple(w.shape), None, norm, reason)
+    arr = _numpy(g)
+    entry = WeightGradient(layer, name, tuple(w.shape), tensor_stats(arr), norm)
+    arrays[entry.key] = arr
+    return entry
+
+
+def _numpy(g: Any) -> np.ndarray:
+    # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(g).numpy()
 
 
 def _memory_info(model: Any, specs: list[InputSpec]):

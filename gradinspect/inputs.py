@@ -138,7 +138,7 @@ def random_arrays(
     shapes = {}
     total = 0
     for spec in specs:
-        dims = list(spec.shape[1:]) if spec.shape else []
+        dims: list = list(spec.shape[1:]) if spec.shape else [None]
         if override is not None:
             dims = list(override)
         if any(d is None for d in dims):
@@ -146,7 +146,9 @@ def random_arrays(
                 f"input {spec.name!r} has shape {_fmt(spec.shape)} with unknown dimensions; "
                 "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
             )
-        shapes[spec.name] = (n, *dims)
+        # A signature with a fixed first dimension (e.g. half_plus_two's x: (1,)) takes exactly that many.
+        batch = spec.shape[0] if spec.shape and spec.shape[0] is not None else n
+        shapes[spec.name] = (batch, *dims)
         itemsize = np.dtype(_np_dtype(spec.dtype)).itemsize
         total += math.prod(shapes[spec.name]) * itemsize
     if total > MAX_RANDOM_BYTES:
@@ -207,6 +209,11 @@ def check_arrays(
                 a = a.reshape((a.shape[0], *expected[1:]))
         if a.shape[0] == 0:
             raise InputDataError(f"{source}: input {spec.name!r} is empty (batch of 0 samples)")
+        if expected and expected[0] is not None and a.shape[0] != expected[0]:
+            raise InputDataError(
+                f"{source}: input {spec.name!r} expects shape {_fmt(expected)} (a fixed first dimension), "
+                f"received {_fmt(a.shape)}"
+            )
         if batch is not None and a.shape[0] != batch:
             raise InputDataError(f"{source}: inputs have different batch sizes ({batch} and {a.shape[0]})")
         batch = a.shape[0]

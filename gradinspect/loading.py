@@ -164,6 +164,7 @@ def quiet_tensorflow(*modules: str) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+        tf.add(tf.constant(1.0), 1.0)  # the first kernel launch prints a CPU-feature notice
         for name in modules:
             importlib.import_module(name)
     tf.get_logger().setLevel(logging.ERROR)

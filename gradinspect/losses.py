@@ -26,6 +26,13 @@ KERAS_LOSSES = (
 )
 
 
+def outputs_used(spec: str, n_outputs: int) -> list[int]:
+    """Which model outputs a loss reads: all of them for the reductions, the first otherwise."""
+    if spec in BUILTIN:
+        return list(range(n_outputs))
+    return [0]
+
+
 def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
     """A function ``(outputs, target) -> scalar tensor`` for ``--loss spec``. Validated before any pass."""
     import tensorflow as tf

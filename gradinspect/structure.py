@@ -424,3 +424,33 @@ def _keras3_tensors(obj: Any, out: list[tuple[str, int, int, tuple | None]]) -> 
     elif isinstance(obj, list):
         for v in obj:
             _keras3_tensors(v, out)
+
+
+def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | None) -> set[str] | None:
+    """Names of the top-level layers that lie on a path to the chosen model outputs.
+
+    ``outputs`` are indices into the model's outputs (None: all of them). Returns None when the
+    config does not describe the graph (subclassed models); for a Sequential every layer counts.
+    """
+    if not has_layer_structure(config):
+        return None
+    assert config is not None
+    inner = config["config"]
+    layers = inner if isinstance(inner, list) else inner.get("layers", [])
+    names = [layer.get("name") or (layer.get("config") or {}).get("name") for layer in layers]
+    if config.get("class_name") == "Sequential" or isinstance(inner, list):
+        return {n for n in names if n}
+    refs = _tensor_refs(inner.get("output_layers", []))
+    chosen = [refs[i] for i in (outputs if outputs is not None else range(len(refs))) if i < len(refs)]
+    parents: dict[str, set[str]] = {}
+    for layer, name in zip(layers, names):
+        parents[name] = {n for node in layer.get("inbound_nodes") or [] for n, *_ in _node_inputs(node)}
+    seen: set[str] = set()
+    stack = [name for name, _, _ in chosen]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(parents.get(name, ()))
+    return seen

@@ -77,3 +77,70 @@ def test_markdown_escapes_pipes():
 def test_table_colour_only_when_asked():
     assert "\x1b[" not in render(_report(), "table")
     assert "\x1b[" in render(_report(), "table", color=True)
+
+
+def _grad_report():
+    from gradinspect.report import GradReport, OutputGradient, PairReport, WeightGradient
+    from gradinspect.stats import tensor_stats
+
+    g1 = tensor_stats([[0.5, -0.25, 0.0], [1.0, 2.0, -3.0]])
+    g2 = tensor_stats([float("nan"), 1e4, -2e4])
+    outputs = (
+        OutputGradient("dense_1", 0, 0, (2, 3), g1),
+        OutputGradient("shared", 1, 0, (2, 3), g1),
+        OutputGradient("tokens", 0, 0, (2, 5), None, "no gradient: the tensor is integer-typed"),
+    )
+    weights = (
+        WeightGradient("dense_2", "kernel", (3,), g2, 2.0),
+        WeightGradient("dense_2", "bias", (2, 3), g1, 0.0),
+        WeightGradient("side", "kernel", (3, 2), None, 1.5, "no gradient: not between the inputs and the loss"),
+    )
+    info = ModelInfo("m.keras", "keras", "m", (InputSpec("x", (None, 2), "float32"),), "keras", "3.15.1")
+    return GradReport(
+        info,
+        "sum",
+        1.25,
+        "--random 2 (seed 0)",
+        2,
+        False,
+        (PairReport("dense_1", "dense_2", outputs, weights),),
+        ("a note",),
+    )
+
+
+@pytest.mark.parametrize("fmt,suffix", [("table", "txt"), ("markdown", "md"), ("csv", "csv"), ("json", "json")])
+def test_grad_golden(fmt, suffix):
+    text = render(_grad_report(), fmt, color=False, width=160)
+    golden = GOLDEN / f"grad.{suffix}"
+    if os.environ.get("GRADINSPECT_UPDATE_GOLDENS") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_grad_json_keys_and_non_finite():
+    data = json.loads(render(_grad_report(), "json"))
+    assert set(data) >= {"model", "loss", "inputs", "pairs"}
+    assert data["loss"] == {"spec": "sum", "value": 1.25}
+    pair = data["pairs"][0]
+    assert set(pair) == {"from", "to", "outputs", "weights"}
+    assert set(pair["outputs"][0]) >= {"layer", "call", "shape", "stats"}
+    assert set(pair["weights"][0]) >= {"layer", "variable", "shape", "stats", "weight_norm"}
+    assert set(pair["outputs"][0]["stats"]) == {
+        "norm",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "abs_mean",
+        "abs_max",
+        "zero_fraction",
+        "nonfinite",
+    }
+    assert pair["weights"][0]["stats"]["nonfinite"] == 1
+    assert pair["weights"][0]["stats"]["max"] == 1e4  # over the finite entries
+    assert pair["weights"][1]["ratio"] is None  # zero weight norm: no ratio
+
+
+def test_grad_table_flags_trouble():
+    text = render(_grad_report(), "table", color=True, width=200)
+    assert "\x1b[1;31m" in text  # bold red for the exploding norm and the NaN count

@@ -49,6 +49,9 @@ def _norm_cell(stats) -> Text:
     return _num(stats.norm, bad)
 
 
+_DASHES = tuple(Text("—", style="dim") for _ in range(8))
+
+
 def _grad(console: Console, report) -> None:
     m = report.model
     mode = "training" if report.training else "inference"
@@ -67,10 +70,13 @@ def _grad(console: Console, report) -> None:
             outs.add_column(col)
         for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
             outs.add_column(col, justify="right")
+        notes = any(o.stats is None for o in pair.outputs)
+        if notes:
+            outs.add_column("Note", style="yellow", max_width=48)
         for o in pair.outputs:
             name = o.layer + (f".{o.tensor}" if o.tensor else "")
             if o.stats is None:
-                outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), Text(o.missing or "", style="yellow"))
+                outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), *_DASHES[:8], Text(o.missing or ""))
                 continue
             s = o.stats
             outs.add_row(
@@ -92,9 +98,19 @@ def _grad(console: Console, report) -> None:
             ws.add_column(col)
         for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
             ws.add_column(col, justify="right")
+        if any(w.stats is None for w in pair.weights):
+            ws.add_column("Note", style="yellow", max_width=48)
         for w in pair.weights:
             if w.stats is None:
-                ws.add_row(Text(w.layer), Text(w.variable), Text(shape(w.shape)), Text(w.missing or "", style="yellow"))
+                ws.add_row(
+                    Text(w.layer),
+                    Text(w.variable),
+                    Text(shape(w.shape)),
+                    _DASHES[0],
+                    _num(w.weight_norm),
+                    *_DASHES[:6],
+                    Text(w.missing or ""),
+                )
                 continue
             s = w.stats
             ws.add_row(
