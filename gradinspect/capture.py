@@ -17,14 +17,16 @@ def flatten(value: Any) -> list[Any]:
 
 
 @contextlib.contextmanager
-def recording(layers: dict[str, Any], tape: Any) -> Iterator[dict[str, list[list[Any]]]]:
+def recording(layers: dict[str, Any], tapes: Any) -> Iterator[dict[str, list[list[Any]]]]:
     """While active, every call of each layer appends its flattened outputs to ``calls[name]``.
 
-    Each output is watched by ``tape`` so that its gradient exists even when the layer returns
-    a tensor the tape would not otherwise track (an identity in inference mode). Shadowing the
+    Each output is watched by every tape in ``tapes`` (one tape or a list) so that its gradient
+    exists even when the layer returns a tensor the tape would not otherwise track (an identity
+    in inference mode). Shadowing the
     instance's ``call`` sees every call of a shared layer and works inside nested and subclassed
     models, where ``keras.Model(inputs, layer.output)`` does not; it is undone in ``finally``.
     """
+    tape_list = list(tapes) if isinstance(tapes, (list, tuple)) else [tapes]
     calls: dict[str, list[list[Any]]] = {name: [] for name in layers}
     patched = []
     try:
@@ -36,7 +38,8 @@ def recording(layers: dict[str, Any], tape: Any) -> Iterator[dict[str, list[list
                 tensors = flatten(out)
                 for t in tensors:
                     if hasattr(t, "dtype") and getattr(t.dtype, "is_floating", False):
-                        tape.watch(t)
+                        for tape in tape_list:
+                            tape.watch(t)
                 calls[__name].append(tensors)
                 return out
 

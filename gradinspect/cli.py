@@ -187,6 +187,18 @@ def _shape_option(value: str | None) -> tuple[int, ...] | None:
 )
 @click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input).")
 @click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
+@click.option(
+    "--stage1",
+    metavar="EXPR",
+    help="Stage-1 loss whose gradient g = d stage1/d act feeds --stage2. Default: sum(square(act)).",
+)
+@click.option(
+    "--stage2",
+    metavar="EXPR",
+    help="Second-stage loss using grad (= g), act, out, y, target, from.<var>, to.<var>. Built-in: "
+    "'seed' = sum(out) + sum(matmul(grad, to.kernel) * out); 'grad-penalty' = (norm(grad) - 1) ** 2.",
+)
+@click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
 @output_options
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
@@ -207,6 +219,9 @@ def grad(
     loss,
     target,
     training,
+    stage1,
+    stage2,
+    through,
     fmt,
     output,
     save_npz,
@@ -215,10 +230,13 @@ def grad(
     """Gradients of a loss w.r.t. layer outputs and layer weights, for chosen layer pairs.
 
     One forward pass under a GradientTape and one backward call serve every pair.
+    With --stage2, the gradient g of a stage-1 loss w.r.t. the --from layer's output
+    feeds a second loss, whose gradients are compared with the plain ones.
 
     \b
-    Example:
+    Examples:
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2
+      gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2 --stage2 seed --through
     """
     from gradinspect.gradients import inspect_gradients
 
@@ -243,6 +261,9 @@ def grad(
         batch_size=batch_size,
         custom_objects=custom_objects,
         unsafe=unsafe,
+        stage1=stage1,
+        stage2=stage2,
+        through=through,
     )
     if save_npz:
         import io

@@ -15,6 +15,7 @@ from gradinspect.listing import live_layers
 from gradinspect.loading import LoadedModel, load_model
 from gradinspect.losses import make_loss
 from gradinspect.report import GradReport, InputSpec, OutputGradient, PairReport, WeightGradient
+from gradinspect.stages import parse_stages
 from gradinspect.stats import tensor_stats
 
 NO_PATH = (
@@ -110,6 +111,9 @@ def inspect_gradients(
     batch_size: int | None = None,
     custom_objects: str | Path | None = None,
     unsafe: bool = False,
+    stage1: str | None = None,
+    stage2: str | None = None,
+    through: bool = False,
 ) -> GradReport:
     """Gradients of ``loss`` w.r.t. the outputs and trainable variables of each pair's layers.
 
@@ -150,11 +154,17 @@ def inspect_gradients(
     loss_fn = make_loss(loss_spec, target is not None)
     target_array = _target(target, samples, batch_size, batch)
     if signature is not None:
+        if stage2 is not None:
+            raise GradientError(
+                f"{loaded.artifact.path}: --stage2 needs layers (act/out); a SavedModel without Keras metadata has none"
+            )
         return _run_savedmodel(
             loaded, signature, arrays, pairs, all_layers, loss, loss_fn, target_array, source, tuple(notes)
         )
     pair_list = _resolve_pairs(loaded.model, pairs, all_layers)
-    return _run(loaded, arrays, specs, pair_list, loss, loss_fn, target_array, training, source, tuple(notes))
+    n_outputs = len(getattr(loaded.model, "outputs", None) or [None])
+    stages = parse_stages(stage1, stage2, through, n_outputs, target is not None)
+    return _run(loaded, arrays, specs, pair_list, loss, loss_fn, target_array, training, source, tuple(notes), stages)
 
 
 def _target(target: Any, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray | None:
@@ -330,35 +340,69 @@ def _resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: 
     return list(pairs)
 
 
-def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training, source, notes) -> GradReport:
+def _leaf_paths(model: Any) -> list[str]:
+    return [
+        p
+        for p in _all_paths(model)
+        if not (isinstance(getattr(find_layer(model, p), "layers", None), list) and find_layer(model, p).layers)
+    ]
+
+
+def between_layers(model: Any, a: str, b: str) -> list[str]:
+    """The layers strictly between ``a`` and ``b`` in model order (nested layers included)."""
+    paths = _leaf_paths(model)
+    if a in paths and b in paths:
+        return paths[paths.index(a) + 1 : paths.index(b)]
+    return []
+
+
+def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training, source, notes, stages=None):
+    import contextlib
+
     import tensorflow as tf
+
+    from gradinspect import stages as st
 
     model = loaded.model
     wanted = list(dict.fromkeys(p for pair in pair_list for p in pair))
-    layers = {p: find_layer(model, p) for p in wanted}
-    input_layers = {p: layer for p, layer in layers.items() if type(layer).__name__ == "InputLayer"}
-    call_layers = {p: layer for p, layer in layers.items() if p not in input_layers}
+    between = {pair: between_layers(model, *pair) for pair in pair_list} if stages else {}
+    var_layers = list(dict.fromkeys(wanted + [p for ps in between.values() for p in ps]))
+    layers = {p: find_layer(model, p) for p in var_layers}
+    input_layers = {p: layers[p] for p in wanted if type(layers[p]).__name__ == "InputLayer"}
+    call_layers = {p: layers[p] for p in wanted if p not in input_layers}
     feeds = {name: tf.convert_to_tensor(a) for name, a in arrays.items()}
     feed = feeds[specs[0].name] if len(specs) == 1 else feeds
     variables: dict[str, list[tuple[str, Any]]] = {
         p: [(_variable_name(v, layer), v) for v in layer.trainable_weights] for p, layer in layers.items()
     }
+    staged: list[Any] = []
     try:
-        with tf.GradientTape() as tape:
+        with contextlib.ExitStack() as stack:
+            # With a second stage, the outer tape serves two gradient calls (the plain loss and
+            # stage 2), so it is persistent; each pair's inner tape gives g = d stage1 / d act.
+            tape = stack.enter_context(tf.GradientTape(persistent=stages is not None))
+            inner_stack = stack.enter_context(contextlib.ExitStack())
+            inner = [inner_stack.enter_context(tf.GradientTape()) for _ in pair_list] if stages else []
             for t in feeds.values():
                 if t.dtype.is_floating:
-                    tape.watch(t)
-            with recording(call_layers, tape) as calls:
+                    for each in (tape, *inner):
+                        each.watch(t)
+            with recording(call_layers, [tape, *inner]) as calls:
                 y = model(feed, training=training)
-            outputs = [t for t in _flat(y)]
+            outputs = list(_flat(y))
             loss_value = loss_fn(outputs, target)
+            for p, layer in input_layers.items():
+                calls[p] = [[feeds.get(layer.name, feeds[specs[0].name])]]
+            if stages:
+                for (a, b), inner_tape in zip(pair_list, inner):
+                    staged.append(_start_stage(stages, a, b, calls, outputs, target, variables, inner_tape))
+                inner_stack.close()
+                for pair in staged:
+                    st.finish(pair)
     except GradientError:
         raise
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
         raise GradientError(f"the forward pass failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-    for p, layer in input_layers.items():
-        name = layer.name if layer.name in feeds else specs[0].name
-        calls[p] = [[feeds.get(name, feeds[specs[0].name])]]
     from gradinspect.losses import outputs_used
     from gradinspect.structure import layers_feeding_outputs
 
@@ -370,7 +414,7 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
         return NON_DIFFERENTIABLE if p.split("/")[0] in on_path else NOT_BETWEEN
 
     out_targets = [(p, c, j, t) for p in wanted for c, ts in enumerate(calls[p]) for j, t in enumerate(ts)]
-    var_targets = [(p, n, v) for p in wanted for n, v in variables[p]]
+    var_targets = [(p, n, v) for p in var_layers for n, v in variables[p]]
     sources = [t for *_, t in out_targets] + [v for *_, v in var_targets]
     # One backward call for every target: the cost of a single forward+backward pass.
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
@@ -383,19 +427,52 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
         if not calls[p]:
             out_reports[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
     w_reports: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
+    plain: dict[tuple[str, str], np.ndarray | None] = {}
     for (p, n, v), g in zip(var_targets, grads[len(out_targets) :]):
-        w_reports[p].append(_weight_gradient(p, n, v, g, no_grad(p), arrays_out))
+        plain[(p, n)] = _numpy(g) if g is not None else None
+        if p in w_reports:
+            w_reports[p].append(_weight_gradient(p, n, v, g, no_grad(p), arrays_out))
+    stage_reports: list[Any] = [None] * len(pair_list)
+    for i, pair in enumerate(staged):
+        a, b = pair_list[i]
+        chain = [a, *between[(a, b)], b] if b != a else [a]
+        targets = [(p, n, v) for p in chain for n, v in variables[p]]
+        g2 = tape.gradient(
+            pair.stage2_value, [v for *_, v in targets], unconnected_gradients=tf.UnconnectedGradients.NONE
+        )
+        stage_reports[i] = st.report(pair, a, [(p, n, v, g) for (p, n, v), g in zip(targets, g2)], plain, arrays_out)
+    del tape
     pair_reports = tuple(
         PairReport(
             a,
             b,
             tuple(out_reports[a] + (out_reports[b] if b != a else [])),
             tuple(w_reports[a] + (w_reports[b] if b != a else [])),
+            stage_reports[i],
         )
-        for a, b in pair_list
+        for i, (a, b) in enumerate(pair_list)
     )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, specs)
     return _grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
+
+
+def _start_stage(stages, a, b, calls, outputs, target, variables, inner_tape):
+    import tensorflow as tf
+
+    from gradinspect import stages as st
+
+    if not calls[a] or not calls[b]:
+        missing = a if not calls[a] else b
+        raise GradientError(f"layer {missing!r} was not called in the forward pass, so stage 2 has no act/out")
+    env: dict[str, Any] = {"act": calls[a][0][0], "out": calls[b][0][0], "y": outputs[0]}
+    if len(outputs) > 1:
+        env.update({f"y{i}": o for i, o in enumerate(outputs)})
+    if target is not None:
+        env["target"] = tf.constant(target, tf.float32)
+    sides = {"from": st.side_variables(variables[a]), "to": st.side_variables(variables[b])}
+    pair = st.StagedPair(stages, env["act"], env, sides, inner_tape)
+    st.check_and_start(pair)
+    return pair
 
 
 def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, notes, arrays_out) -> GradReport:

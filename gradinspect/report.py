@@ -205,6 +205,67 @@ class WeightGradient:
 
 
 @dataclass(frozen=True)
+class Stage2Weight:
+    """d stage2 / d one variable, compared with the same variable's plain gradient (d loss / d var)."""
+
+    layer: str
+    variable: str
+    shape: Shape
+    stats: Any
+    plain_norm: float | None
+    cosine: float | None
+    norm_ratio: float | None
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"stage2/weight/{self.layer}/{self.variable}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "variable": self.variable,
+            "shape": list(self.shape),
+            "stats": self.stats.to_dict() if self.stats else None,
+            "plain_norm": self.plain_norm,
+            "cosine": self.cosine,
+            "norm_ratio": self.norm_ratio,
+            "missing": self.missing,
+        }
+
+
+@dataclass(frozen=True)
+class Stage2Report:
+    """A gradient-conditioned second-stage loss: g = d stage1 / d act feeds stage2.
+
+    ``through`` says whether g was differentiated through (double backprop) or held constant.
+    """
+
+    stage1_expr: str
+    stage1_value: float
+    grad_shape: Shape
+    grad_stats: Any
+    expr: str
+    through: bool
+    value: float
+    weights: tuple[Stage2Weight, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage1": {
+                "expr": self.stage1_expr,
+                "value": self.stage1_value,
+                "grad_shape": list(self.grad_shape),
+                "grad_stats": self.grad_stats.to_dict() if self.grad_stats else None,
+            },
+            "expr": self.expr,
+            "through": self.through,
+            "value": self.value,
+            "weights": [w.to_dict() for w in self.weights],
+        }
+
+
+@dataclass(frozen=True)
 class PairReport:
     """The gradients for one ``--from A --to B`` pair: outputs and weights of both layers."""
 
@@ -212,14 +273,18 @@ class PairReport:
     to_layer: str
     outputs: tuple[OutputGradient, ...]
     weights: tuple[WeightGradient, ...]
+    stage2: Stage2Report | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "from": self.from_layer,
             "to": self.to_layer,
             "outputs": [o.to_dict() for o in self.outputs],
             "weights": [w.to_dict() for w in self.weights],
         }
+        if self.stage2 is not None:
+            d["stage2"] = self.stage2.to_dict()
+        return d
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,15 @@ def mlp(keras):
     return keras.Model(x, y, name="mlp")
 
 
+def article(keras):
+    """The article's model: x(2) -> dense_1 = Dense(3, no bias) -> dense_2 = Dense(2, no bias)."""
+    keras.utils.set_random_seed(4)
+    x = keras.Input((2,), name="x")
+    h = keras.layers.Dense(3, use_bias=False, name="dense_1")(x)
+    y = keras.layers.Dense(2, use_bias=False, name="dense_2")(h)
+    return keras.Model(x, y, name="article")
+
+
 def cnn(keras):
     """A small Sequential CNN with BatchNormalization, input 8x8x1, 3 classes."""
     keras.utils.set_random_seed(1)
@@ -87,6 +96,9 @@ def main() -> None:
     model.save(HERE / "mlp.keras")
     model.save(HERE / "mlp.h5")
     np.save(HERE / "mlp_input.npy", rng.normal(size=(4, 2)).astype("float32"))
+
+    article(keras).save(HERE / "article.keras")
+    np.save(HERE / "article_input.npy", np.array([[1, 2], [3, 4]], dtype="float32"))
 
     cnn(keras).save(HERE / "cnn.keras")
     np.save(HERE / "cnn_input.npy", rng.normal(size=(4, 8, 8, 1)).astype("float32"))

@@ -134,3 +134,28 @@ def zoo(keras, tmp_path_factory):
             model.save(p)
             paths[(name, ext)] = p
     return models, paths
+
+
+@pytest.fixture(scope="session")
+def article(keras, tmp_path_factory):
+    """The article's model: x = [[1,2],[3,4]], Dense(3, no bias) -> Dense(2, no bias), sum loss.
+
+    Seeded random weights, saved as .keras and .h5; returns (folder, x, W1, W2) in float64.
+    """
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("article")
+    L = keras.layers
+    x_in = keras.Input((2,), name="x")
+    h1 = L.Dense(3, use_bias=False, name="dense_1")(x_in)
+    model = keras.Model(x_in, L.Dense(2, use_bias=False, name="dense_2")(h1))
+    rng = np.random.default_rng(42)
+    w1 = rng.normal(size=(2, 3)).astype("float32")
+    w2 = rng.normal(size=(3, 2)).astype("float32")
+    model.get_layer("dense_1").set_weights([w1])
+    model.get_layer("dense_2").set_weights([w2])
+    model.save(d / "article.keras")
+    model.save(d / "article.h5")
+    x = np.array([[1, 2], [3, 4]], dtype="float32")
+    np.save(d / "x.npy", x)
+    return d, x.astype(np.float64), w1.astype(np.float64), w2.astype(np.float64)

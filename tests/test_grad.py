@@ -9,27 +9,6 @@ import pytest
 from conftest import SAMPLES, run_cli
 
 
-@pytest.fixture(scope="module")
-def article(keras, tmp_path_factory):
-    """The article's model: x = [[1,2],[3,4]], Dense(3, no bias) -> Dense(2, no bias), sum loss."""
-    d = tmp_path_factory.mktemp("article")
-    L = keras.layers
-    x_in = keras.Input((2,), name="x")
-    h1 = L.Dense(3, use_bias=False, name="dense_1")(x_in)
-    h2 = L.Dense(2, use_bias=False, name="dense_2")(h1)
-    model = keras.Model(x_in, h2)
-    rng = np.random.default_rng(42)
-    w1 = rng.normal(size=(2, 3)).astype("float32")
-    w2 = rng.normal(size=(3, 2)).astype("float32")
-    model.get_layer("dense_1").set_weights([w1])
-    model.get_layer("dense_2").set_weights([w2])
-    model.save(d / "article.keras")
-    model.save(d / "article.h5")
-    x = np.array([[1, 2], [3, 4]], dtype="float32")
-    np.save(d / "x.npy", x)
-    return d, x.astype(np.float64), w1.astype(np.float64), w2.astype(np.float64)
-
-
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
 def test_article_closed_form(article, fmt, tmp_path):
     d, x, w1, w2 = article

@@ -11,49 +11,80 @@ from gradinspect.render.text import shape
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
 
 
+GRAD_COLUMNS = (
+    "pair",
+    "kind",
+    "layer",
+    "call",
+    "tensor",
+    "variable",
+    "shape",
+    *STAT_KEYS,
+    "weight_norm",
+    "missing",
+    "plain_norm",
+    "cosine",
+    "norm_ratio",
+)
+
+
+def _row(tag, kind, layer, call, tensor, variable, dims, stats, missing, weight_norm="", plain="", cosine="", ratio=""):
+    values = stats.to_dict() if stats else {}
+    return [
+        tag,
+        kind,
+        layer,
+        call,
+        tensor,
+        variable,
+        shape(dims),
+        *(values.get(k, "") for k in STAT_KEYS),
+        weight_norm,
+        missing or "",
+        _blank(plain),
+        _blank(cosine),
+        _blank(ratio),
+    ]
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def render(report: Any) -> str:
     from gradinspect.report import GradReport
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if isinstance(report, GradReport):
-        writer.writerow(
-            ["pair", "kind", "layer", "call", "tensor", "variable", "shape", *STAT_KEYS, "weight_norm", "missing"]
-        )
+        writer.writerow(GRAD_COLUMNS)
         for pair in report.pairs:
             tag = f"{pair.from_layer}:{pair.to_layer}"
             for o in pair.outputs:
-                stats = o.stats.to_dict() if o.stats else {}
-                writer.writerow(
-                    [
-                        tag,
-                        "output",
-                        o.layer,
-                        o.call,
-                        o.tensor,
-                        "",
-                        shape(o.shape),
-                        *(stats.get(k, "") for k in STAT_KEYS),
-                        "",
-                        o.missing or "",
-                    ]
-                )
+                writer.writerow(_row(tag, "output", o.layer, o.call, o.tensor, "", o.shape, o.stats, o.missing))
             for w in pair.weights:
-                stats = w.stats.to_dict() if w.stats else {}
                 writer.writerow(
-                    [
-                        tag,
-                        "weight",
-                        w.layer,
-                        "",
-                        "",
-                        w.variable,
-                        shape(w.shape),
-                        *(stats.get(k, "") for k in STAT_KEYS),
-                        w.weight_norm,
-                        w.missing or "",
-                    ]
+                    _row(tag, "weight", w.layer, "", "", w.variable, w.shape, w.stats, w.missing, w.weight_norm)
                 )
+            if pair.stage2 is not None:
+                for w in pair.stage2.weights:
+                    writer.writerow(
+                        _row(
+                            tag,
+                            "stage2",
+                            w.layer,
+                            "",
+                            "",
+                            w.variable,
+                            w.shape,
+                            w.stats,
+                            w.missing,
+                            "",
+                            w.plain_norm,
+                            w.cosine,
+                            w.norm_ratio,
+                        )
+                    )
         return buf.getvalue()
     writer.writerow(["name", "class", "output_shape", "params", "trainable_params", "trainable", "depth"])
     for row in report.layers:

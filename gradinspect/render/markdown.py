@@ -56,8 +56,29 @@ def _render_grad(report: Any) -> str:
                 f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {_g(s.norm)} | "
                 f"{_g(w.weight_norm)} | {_g(w.ratio)} | {_g(s.abs_max)} | {s.nonfinite} |"
             )
+        if pair.stage2 is not None:
+            lines += _stage2(pair.stage2)
         lines.append("")
     return "\n".join(lines)
+
+
+def _stage2(st: Any) -> list[str]:
+    mode = "differentiated through g" if st.through else "g held constant"
+    lines = [
+        "",
+        f"Stage 1 `{_cell(st.stage1_expr)}` = {st.stage1_value:.6g}; g: shape {shape(st.grad_shape)}, "
+        f"norm {_g(st.grad_stats.norm)}. Stage 2 `{_cell(st.expr)}` = {st.value:.6g} ({mode}).",
+        "",
+        "| Stage-2 weight | Variable | Shape | Grad norm | Plain norm | Cosine | Norm ratio |",
+        "|---|---|---|--:|--:|--:|--:|",
+    ]
+    for w in st.weights:
+        norm = _g(w.stats.norm) if w.stats else _cell(w.missing or "—")
+        lines.append(
+            f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {norm} | {_g(w.plain_norm)} | "
+            f"{_g(w.cosine)} | {_g(w.norm_ratio)} |"
+        )
+    return lines
 
 
 def render(report: Any) -> str:

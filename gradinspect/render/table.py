@@ -129,6 +129,61 @@ def _grad(console: Console, report) -> None:
         if not pair.weights:
             ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
         console.print(ws)
+        if pair.stage2 is not None:
+            _stage2(console, pair)
+
+
+def _stage2(console: Console, pair) -> None:
+    st = pair.stage2
+    g = st.grad_stats
+    mode = "--through: differentiated through g (double backprop)" if st.through else "g held constant (no --through)"
+    console.print(
+        Text(
+            f"stage 1: {st.stage1_expr} = {st.stage1_value:.6g}   g = d stage1/d act({pair.from_layer}): "
+            f"shape {shape(st.grad_shape)}, norm {_fmt(g.norm)}, mean {_fmt(g.mean)}, max |g| {_fmt(g.abs_max)}"
+        )
+    )
+    console.print(Text(f"stage 2: {st.expr} = {st.value:.6g}   ({mode})"))
+    table = Table(title=f"Second-stage gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+    for col in ("Layer", "Variable", "Shape"):
+        table.add_column(col)
+    for col in ("Grad norm", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf", "Plain norm", "Cosine", "Norm ratio"):
+        table.add_column(col, justify="right")
+    if any(w.stats is None for w in st.weights):
+        table.add_column("Note", style="yellow", max_width=40)
+    for w in st.weights:
+        s = w.stats
+        if s is None:
+            table.add_row(
+                Text(w.layer),
+                Text(w.variable),
+                Text(shape(w.shape)),
+                *_DASHES[:6],
+                _num(w.plain_norm),
+                _DASHES[0],
+                _DASHES[0],
+                Text(w.missing or ""),
+            )
+            continue
+        table.add_row(
+            Text(w.layer),
+            Text(w.variable),
+            Text(shape(w.shape)),
+            _norm_cell(s),
+            _num(s.mean),
+            _num(s.std),
+            _num(s.abs_max),
+            _num(s.zero_fraction),
+            Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+            _num(w.plain_norm),
+            _num(w.cosine),
+            _num(w.norm_ratio),
+        )
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _layers(console: Console, report: Any) -> None:
