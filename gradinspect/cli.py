@@ -87,8 +87,12 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("model", type=click.Path())(fn)
 
 
-def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--format`` and ``--output``."""
+def output_options(formats: tuple[str, ...] = FORMATS) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` (one of ``formats``) and ``--output``."""
+    return lambda fn: _output_options(fn, formats)
+
+
+def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callable[..., Any]:
     fn = click.option(
         "-o",
         "--output",
@@ -100,7 +104,7 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "-f",
         "--format",
         "fmt",
-        type=click.Choice(FORMATS),
+        type=click.Choice(formats),
         default="table",
         show_default=True,
         help="Output format.",
@@ -126,7 +130,7 @@ def _unsafe_notice(unsafe: bool) -> None:
 
 @main.command()
 @model_options
-@output_options
+@output_options()
 def layers(model: str, custom_objects: str | None, unsafe: bool, fmt: str, output: str | None) -> None:
     """List the layers of MODEL: name, class, output shape, parameters, trainable.
 
@@ -168,25 +172,62 @@ def _shape_option(value: str | None) -> tuple[int, ...] | None:
         raise UsageProblem(f"--input-shape {value}: expected integers like 28,28,1") from exc
 
 
+def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Input data and loss: ``--input``/``--random``/``--seed``/``--input-shape``/``--samples``/
+    ``--batch-size``, ``--loss``/``--target`` and ``--training``; collected into ``data``."""
+    options = [
+        click.option(
+            "--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset]."
+        ),
+        click.option(
+            "--random",
+            "random_",
+            type=int,
+            default=4,
+            show_default=True,
+            help="Without --input: N seeded random samples.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random."),
+        click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions."),
+        click.option("--samples", metavar="START:STOP", help="Use only these samples of the input."),
+        click.option("--batch-size", type=int, help="Use only the first N samples."),
+        click.option(
+            "--loss",
+            default="sum",
+            show_default=True,
+            help="sum, mean, sumsq, unit:K, compiled, or a Keras loss name (mse, categorical_crossentropy, "
+            "...) with --target.",
+        ),
+        click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input)."),
+        click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _data(options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the core calls, from the ``data_options`` values."""
+    return {
+        "inputs": options["input_"],
+        "loss": options["loss"],
+        "target": options["target"],
+        "training": options["training"],
+        "random": options["random_"],
+        "seed": options["seed"],
+        "input_shape": _shape_option(options["input_shape"]),
+        "samples": options["samples"],
+        "batch_size": options["batch_size"],
+    }
+
+
 @main.command()
 @model_options
 @click.option("--from", "from_", metavar="LAYER", help="First layer of the pair (its output gradient).")
 @click.option("--to", metavar="LAYER", help="Second layer of the pair (its weight gradients).")
 @click.option("--pair", multiple=True, metavar="A:B", help="A layer pair; may be repeated.")
 @click.option("--all", "all_layers", is_flag=True, help="Every layer, as consecutive pairs.")
-@click.option("--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset].")
-@click.option(
-    "--random", "random_", type=int, default=4, show_default=True, help="Without --input: N seeded random samples."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random.")
-@click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions.")
-@click.option("--samples", metavar="START:STOP", help="Use only these samples of the input.")
-@click.option("--batch-size", type=int, help="Use only the first N samples.")
-@click.option(
-    "--loss", default="sum", show_default=True, help="sum, mean, sumsq, unit:K, or a Keras loss name with --target."
-)
-@click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input).")
-@click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
+@data_options
 @click.option(
     "--stage1",
     metavar="EXPR",
@@ -199,7 +240,7 @@ def _shape_option(value: str | None) -> tuple[int, ...] | None:
     "'seed' = sum(out) + sum(matmul(grad, to.kernel) * out); 'grad-penalty' = (norm(grad) - 1) ** 2.",
 )
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
-@output_options
+@output_options()
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
 def grad(
@@ -210,15 +251,6 @@ def grad(
     to,
     pair,
     all_layers,
-    input_,
-    random_,
-    seed,
-    input_shape,
-    samples,
-    batch_size,
-    loss,
-    target,
-    training,
     stage1,
     stage2,
     through,
@@ -226,6 +258,7 @@ def grad(
     output,
     save_npz,
     force,
+    **data_options_values: Any,
 ) -> None:
     """Gradients of a loss w.r.t. layer outputs and layer weights, for chosen layer pairs.
 
@@ -246,24 +279,18 @@ def grad(
     if save_npz and os.path.exists(save_npz) and not force:
         raise UsageProblem(f"--save-npz {save_npz}: the file exists; pass --force to overwrite it")
     _unsafe_notice(unsafe)
+    data = _data(data_options_values)
     report = inspect_gradients(
         model,
-        input_,
+        data.pop("inputs"),
         pairs,
-        loss,
-        target=target,
-        training=training,
         all_layers=all_layers,
-        random=random_,
-        seed=seed,
-        input_shape=_shape_option(input_shape),
-        samples=samples,
-        batch_size=batch_size,
         custom_objects=custom_objects,
         unsafe=unsafe,
         stage1=stage1,
         stage2=stage2,
         through=through,
+        **data,
     )
     if save_npz:
         import io
@@ -276,3 +303,159 @@ def grad(
         np.savez(buf, **report.arrays)
         atomic_write(save_npz, buf.getvalue(), option="--save-npz")
     _emit(report, fmt, output)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@model_options
+@data_options
+@click.option("--layers", "layer_list", metavar="A,B,...", help="Check only these layers (default: every layer).")
+@click.option("--allow-nonfinite", is_flag=True, help="Do not fail on NaN/Inf gradients or loss.")
+@click.option("--allow-disconnected", is_flag=True, help="Do not fail on variables that receive no gradient.")
+@click.option("--max-norm", type=float, metavar="X", help="Fail when a variable's gradient norm exceeds X (exploding).")
+@click.option(
+    "--min-norm", type=float, metavar="X", help="Fail when a variable's gradient norm is below X (vanishing)."
+)
+@click.option(
+    "--max-zero-fraction", type=float, metavar="F", help="Fail when more than F of a gradient's entries are exactly 0."
+)
+@click.option("--max-ratio", type=float, metavar="R", help="Fail when gradient norm / weight norm exceeds R.")
+@click.option("--write-baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Save the gradient profile.")
+@click.option("--baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Compare with a saved profile.")
+@click.option(
+    "--rtol", type=float, default=1e-3, show_default=True, help="Relative change of a norm --baseline allows."
+)
+@output_options(("table", "json", "junit", "markdown"))
+@click.pass_context
+def check(
+    ctx,
+    model,
+    custom_objects,
+    unsafe,
+    layer_list,
+    allow_nonfinite,
+    allow_disconnected,
+    max_norm,
+    min_norm,
+    max_zero_fraction,
+    max_ratio,
+    write_baseline,
+    baseline,
+    rtol,
+    fmt,
+    output,
+    **data_options_values: Any,
+) -> None:
+    """Check that MODEL back-propagates healthy gradients: a smoke test for CI.
+
+    One forward and one backward pass give the gradient of every trainable variable
+    and layer output; each rule is then checked per gradient. Exit status: 0 all rules
+    pass, 1 a rule failed, 2 the model or input could not be used. The last line on
+    stderr is a summary such as `12 checks, 2 failed`.
+
+    \b
+    Examples:
+      gradinspect check model.keras --input batch.npy --max-norm 100 --format junit -o grads.xml
+      gradinspect check model.keras --write-baseline grads.json
+      gradinspect check model.keras --baseline grads.json --rtol 0.01
+    """
+    from gradinspect.checks import Rules
+    from gradinspect.checks import check as run_check
+
+    _unsafe_notice(unsafe)
+    rules = Rules(
+        allow_nonfinite=allow_nonfinite,
+        allow_disconnected=allow_disconnected,
+        max_norm=max_norm,
+        min_norm=min_norm,
+        max_zero_fraction=max_zero_fraction,
+        max_ratio=max_ratio,
+        baseline=baseline,
+        rtol=rtol,
+    )
+    data = _data(data_options_values)
+    report = run_check(
+        model,
+        data.pop("inputs"),
+        layers=_split(layer_list),
+        rules=rules,
+        write_baseline=write_baseline,
+        custom_objects=custom_objects,
+        unsafe=unsafe,
+        **data,
+    )
+    _emit(report, fmt, output)
+    click.echo(report.summary(), err=True)
+    ctx.exit(0 if report.passed else 1)
+
+
+@main.command()
+@model_options
+@click.option("--layer", required=True, metavar="LAYER", help="The layer whose gradients are verified.")
+@click.option("--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset].")
+@click.option("--random", "random_", type=int, default=4, show_default=True, help="Without --input: N random samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random and for choosing entries.")
+@click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions.")
+@click.option("--batch-size", type=int, help="Use only the first N samples.")
+@click.option("--loss", default="sum", show_default=True, help="Loss spec, as for `grad`.")
+@click.option("--target", metavar="FILE", help="Targets for a Keras loss.")
+@click.option("--samples", "entries", type=int, default=10, show_default=True, help="Entries checked per variable.")
+@click.option("--eps", type=float, default=1e-6, show_default=True, help="Finite-difference step (float64).")
+@click.option("--tol", type=float, default=1e-6, show_default=True, help="Allowed max |tape - fd| / max(1, |fd|).")
+@output_options(("table", "json"))
+@click.pass_context
+def verify(
+    ctx,
+    model,
+    custom_objects,
+    unsafe,
+    layer,
+    input_,
+    random_,
+    seed,
+    input_shape,
+    batch_size,
+    loss,
+    target,
+    entries,
+    eps,
+    tol,
+    fmt,
+    output,
+) -> None:
+    """Verify LAYER's gradients against central finite differences (like torch.autograd.gradcheck).
+
+    The model is rebuilt in float64 (float32 differences are only good to ~1e-4); the
+    tape gradient of the layer's output and variables is compared with (f(w+eps) -
+    f(w-eps)) / 2eps at --samples entries each. Exit status 1 when an error exceeds
+    --tol: how a custom layer with a wrong gradient shows itself.
+
+    \b
+    Example:
+      gradinspect verify model.keras --layer my_layer --custom-objects layers.py
+    """
+    from gradinspect.verification import verify as run_verify
+
+    _unsafe_notice(unsafe)
+    report = run_verify(
+        model,
+        layer,
+        input_,
+        samples=entries,
+        eps=eps,
+        tol=tol,
+        seed=seed,
+        loss=loss,
+        target=target,
+        custom_objects=custom_objects,
+        unsafe=unsafe,
+        random=random_,
+        input_shape=_shape_option(input_shape),
+        batch_size=batch_size,
+    )
+    _emit(report, fmt, output)
+    click.echo(report.summary(), err=True)
+    ctx.exit(0 if report.passed else 1)

@@ -10,7 +10,7 @@ import numpy as np
 
 from gradinspect.capture import recording
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.inputs import check_arrays, random_arrays, read_arrays, select
+from gradinspect.inputs import check_arrays, fingerprint, random_arrays, read_arrays, select
 from gradinspect.listing import live_layers
 from gradinspect.loading import LoadedModel, load_model
 from gradinspect.losses import make_loss
@@ -128,24 +128,7 @@ def inspect_gradients(
         specs = list(signature[2])
     else:
         specs = model_inputs(loaded.model)
-    names = [s.name for s in specs]
-    if isinstance(inputs, (str, Path)):
-        source = f"--input {inputs}"
-        arrays = read_arrays(str(inputs), names)
-    elif inputs is None:
-        source = f"--random {random} (seed {seed})"
-        arrays = random_arrays(specs, random, seed, input_shape)
-    elif isinstance(inputs, dict):
-        source = "arrays"
-        arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    else:
-        source = "array"
-        arrays = {names[0]: np.asarray(inputs)}
-    if set(arrays) != set(names):
-        arrays = _rekey(arrays, names, source)
-    arrays, note_list = check_arrays(arrays, specs, source)
-    notes = list(note_list)
-    arrays = select(arrays, samples, batch_size)
+    arrays, source, notes = prepare_inputs(specs, inputs, random, seed, input_shape, samples, batch_size)
     batch = next(iter(arrays.values())).shape[0]
     loss_spec = loss
     if loss == "compiled":
@@ -165,6 +148,35 @@ def inspect_gradients(
     n_outputs = len(getattr(loaded.model, "outputs", None) or [None])
     stages = parse_stages(stage1, stage2, through, n_outputs, target is not None)
     return _run(loaded, arrays, specs, pair_list, loss, loss_fn, target_array, training, source, tuple(notes), stages)
+
+
+def prepare_inputs(
+    specs: list[InputSpec],
+    inputs: Any,
+    random: int = 4,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+    samples: str | None = None,
+    batch_size: int | None = None,
+) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """The arrays for one pass, checked against ``specs``: (arrays by input name, source, notes)."""
+    names = [s.name for s in specs]
+    if isinstance(inputs, (str, Path)):
+        source = f"--input {inputs}"
+        arrays = read_arrays(str(inputs), names)
+    elif inputs is None:
+        source = f"--random {random} (seed {seed})"
+        arrays = random_arrays(specs, random, seed, input_shape)
+    elif isinstance(inputs, dict):
+        source = "arrays"
+        arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    else:
+        source = "array"
+        arrays = {names[0]: np.asarray(inputs)}
+    if set(arrays) != set(names):
+        arrays = _rekey(arrays, names, source)
+    arrays, note_list = check_arrays(arrays, specs, source)
+    return select(arrays, samples, batch_size), source, list(note_list)
 
 
 def _target(target: Any, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray | None:
@@ -479,6 +491,13 @@ def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, n
     value = float(loss_value.numpy())
     if not np.isfinite(value):
         notes = (*notes, f"the loss is {value}: gradients hold NaN/Inf")
+    norms = [w.stats.norm for p in pairs for w in p.weights if w.stats is not None and w.stats.norm is not None]
+    if loss_spec in ("sum", "mean") and norms and max(norms) < 1e-6:
+        notes = (
+            *notes,
+            f"every weight gradient is ~0 (largest norm {max(norms):.2g}): the {loss_spec} of a softmax output is "
+            "constant; use --loss unit:K or a Keras loss with --target",
+        )
     return GradReport(
         model=info,
         loss_spec=loss_spec,
@@ -489,6 +508,7 @@ def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, n
         pairs=pairs,
         notes=tuple(notes),
         arrays=arrays_out,
+        input_fingerprint=fingerprint(arrays),
     )
 
 

@@ -256,3 +256,15 @@ def select(arrays: dict[str, np.ndarray], samples: str | None, batch_size: int |
     if any(v.shape[0] == 0 for v in out.values()):
         raise InputDataError(f"--samples {samples}: selects no samples")
     return out
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """A SHA-256 over the input names, dtypes, shapes and bytes: which data a result came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return "sha256:" + h.hexdigest()

@@ -26,6 +26,13 @@ KERAS_LOSSES = (
 )
 
 
+def _float(y: Any) -> Any:
+    """Integer outputs become float32; float outputs keep their precision (float64 for verify)."""
+    import tensorflow as tf
+
+    return y if y.dtype.is_floating else tf.cast(y, tf.float32)
+
+
 def outputs_used(spec: str, n_outputs: int) -> list[int]:
     """Which model outputs a loss reads: all of them for the reductions, the first otherwise."""
     if spec in BUILTIN:
@@ -38,11 +45,11 @@ def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
     import tensorflow as tf
 
     if spec == "sum":  # the article's reduce_sum; with several outputs, the sum over all of them
-        return lambda ys, t: tf.add_n([tf.reduce_sum(tf.cast(y, tf.float32)) for y in ys])
+        return lambda ys, t: tf.add_n([tf.reduce_sum(_float(y)) for y in ys])
     if spec == "mean":
-        return lambda ys, t: tf.add_n([tf.reduce_mean(tf.cast(y, tf.float32)) for y in ys])
+        return lambda ys, t: tf.add_n([tf.reduce_mean(_float(y)) for y in ys])
     if spec == "sumsq":
-        return lambda ys, t: tf.add_n([tf.reduce_sum(tf.square(tf.cast(y, tf.float32))) for y in ys])
+        return lambda ys, t: tf.add_n([tf.reduce_sum(tf.square(_float(y))) for y in ys])
     if spec.startswith("unit:"):
         try:
             k = int(spec[5:])
@@ -54,7 +61,7 @@ def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
             n = int(y.shape[-1])
             if not -n <= k < n:
                 raise GradientError(f"--loss {spec}: the output has {n} units (0..{n - 1})")
-            return tf.reduce_sum(tf.cast(y[..., k], tf.float32))
+            return tf.reduce_sum(_float(y[..., k]))
 
         return unit
     if spec == "compiled":
@@ -69,7 +76,8 @@ def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
         def keras_loss(ys: list[Any], t: Any) -> Any:
             if len(ys) != 1:
                 raise GradientError(f"--loss {spec}: the model has {len(ys)} outputs; only single-output models")
-            return tf.reduce_mean(fn(tf.convert_to_tensor(t), ys[0]))
+            y = ys[0]
+            return tf.reduce_mean(fn(tf.cast(tf.convert_to_tensor(t), y.dtype) if y.dtype.is_floating else t, y))
 
         return keras_loss
     raise GradientError(

@@ -300,12 +300,18 @@ class GradReport:
     pairs: tuple[PairReport, ...]
     notes: tuple[str, ...] = ()
     arrays: Any = field(default=None, compare=False, repr=False)
+    input_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.to_dict(),
             "loss": {"spec": self.loss_spec, "value": self.loss_value},
-            "inputs": {"source": self.input_source, "batch_size": self.batch_size, "training": self.training},
+            "inputs": {
+                "source": self.input_source,
+                "batch_size": self.batch_size,
+                "training": self.training,
+                "fingerprint": self.input_fingerprint,
+            },
             "pairs": [p.to_dict() for p in self.pairs],
             "notes": list(self.notes),
         }

@@ -33,10 +33,18 @@ def _report() -> LayersReport:
 
 
 def test_every_format_has_a_renderer():
-    assert set(RENDERERS) == set(OutputFormat)
-    from gradinspect.cli import FORMATS
+    import click
 
-    assert set(FORMATS) == {f.value for f in OutputFormat}
+    from gradinspect.cli import main
+
+    assert set(RENDERERS) == set(OutputFormat)
+    offered = set()
+    for command in main.commands.values():
+        for param in command.params:
+            if param.name == "fmt":
+                assert isinstance(param.type, click.Choice)
+                offered |= set(param.type.choices)
+    assert offered == {f.value for f in OutputFormat}
 
 
 @pytest.mark.parametrize("fmt,suffix", [("table", "txt"), ("markdown", "md"), ("csv", "csv"), ("json", "json")])

@@ -8,6 +8,7 @@ from typing import Any
 
 from gradinspect.render import csv as _csv
 from gradinspect.render import json as _json
+from gradinspect.render import junit as _junit
 from gradinspect.render import markdown as _markdown
 from gradinspect.render import table as _table
 
@@ -19,6 +20,7 @@ class OutputFormat(str, Enum):
     JSON = "json"
     MARKDOWN = "markdown"
     CSV = "csv"
+    JUNIT = "junit"
 
 
 RENDERERS: dict[OutputFormat, Callable[..., str]] = {
@@ -26,6 +28,7 @@ RENDERERS: dict[OutputFormat, Callable[..., str]] = {
     OutputFormat.JSON: _json.render,
     OutputFormat.MARKDOWN: _markdown.render,
     OutputFormat.CSV: _csv.render,
+    OutputFormat.JUNIT: _junit.render,
 }
 
 

@@ -81,9 +81,37 @@ def _stage2(st: Any) -> list[str]:
     return lines
 
 
+def _render_check(report: Any) -> str:
+    g = report.grad
+    mark = "✅" if report.passed else "❌"
+    lines = [
+        f"### {mark} gradinspect check `{_cell(g.model.path)}`: {report.summary()}",
+        "",
+        f"loss `{_cell(g.loss_spec)}` = {g.loss_value:.6g} · input {_cell(g.input_source)}, batch {g.batch_size}",
+        "",
+        *(f"> note: {_cell(n)}\n" for n in g.notes),
+        "| Rule | Checks | Failed |",
+        "|---|--:|--:|",
+    ]
+    counts: dict[str, list[int]] = {}
+    for r in report.results:
+        c = counts.setdefault(r.rule, [0, 0])
+        c[0] += 1
+        c[1] += 0 if r.passed else 1
+    lines += [f"| {rule} | {n} | {failed} |" for rule, (n, failed) in counts.items()]
+    if report.failures:
+        lines += ["", "| Failed rule | Gradient | Why |", "|---|---|---|"]
+        lines += [f"| {r.rule} | `{_cell(r.target)}` | {_cell(r.message)} |" for r in report.failures]
+    lines.append("")
+    return "\n".join(lines)
+
+
 def render(report: Any) -> str:
+    from gradinspect.checks import CheckReport
     from gradinspect.report import GradReport
 
+    if isinstance(report, CheckReport):
+        return _render_check(report)
     if isinstance(report, GradReport):
         return _render_grad(report)
     m = report.model

@@ -22,9 +22,15 @@ def render(report: Any, *, color: bool = False, width: int | None = None) -> str
         highlight=False,
         soft_wrap=False,
     )
+    from gradinspect.checks import CheckReport
     from gradinspect.report import GradReport
+    from gradinspect.verification import VerifyReport
 
-    if isinstance(report, GradReport):
+    if isinstance(report, VerifyReport):
+        _verify(console, report)
+    elif isinstance(report, CheckReport):
+        _check(console, report)
+    elif isinstance(report, GradReport):
         _grad(console, report)
     else:
         _layers(console, report)
@@ -249,3 +255,67 @@ def _size(dims: tuple) -> int:
     for d in dims:
         n *= int(d)
     return n
+
+
+def _check(console: Console, report) -> None:
+    g = report.grad
+    console.print(
+        Text.assemble(
+            Text(g.model.path, style="bold"),
+            f"  loss {g.loss_spec} = {g.loss_value:.6g}  ·  input {g.input_source}, batch {g.batch_size}",
+        )
+    )
+    for note in g.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    rules = Table(title="Rules", title_justify="left")
+    rules.add_column("Rule")
+    rules.add_column("Checks", justify="right")
+    rules.add_column("Failed", justify="right")
+    counts: dict[str, list[int]] = {}
+    for r in report.results:
+        c = counts.setdefault(r.rule, [0, 0])
+        c[0] += 1
+        c[1] += 0 if r.passed else 1
+    for rule, (n, failed) in counts.items():
+        rules.add_row(Text(rule), str(n), Text(str(failed), style="bold red" if failed else "green"))
+    console.print(rules)
+    if report.failures:
+        table = Table(title="Failed checks", title_justify="left")
+        for col in ("Rule", "Gradient", "Value", "Limit", "Why"):
+            table.add_column(col, justify="right" if col in ("Value", "Limit") else "left")
+        for r in report.failures:
+            table.add_row(
+                Text(r.rule, style="bold red"), Text(r.target), _num(r.value), _num(r.threshold), Text(r.message)
+            )
+        console.print(table)
+    status = Text("PASS", style="bold green") if report.passed else Text("FAIL", style="bold red")
+    console.print(Text.assemble(status, f"  {report.summary()}"))
+
+
+def _verify(console: Console, report) -> None:
+    console.print(
+        Text.assemble(
+            Text(report.model.path, style="bold"),
+            f"  layer {report.layer}  ·  loss {report.loss_spec}  ·  input {report.input_source}, "
+            f"batch {report.batch_size}  ·  float64 copy, eps {report.eps:g}, tol {report.tol:g}",
+        )
+    )
+    table = Table(title="Tape gradient vs central finite differences", title_justify="left")
+    table.add_column("Gradient")
+    table.add_column("Shape")
+    for col in ("Checked", "Max abs error", "Max rel error", "Error", "Status"):
+        table.add_column(col, justify="right")
+    for e in report.entries:
+        status = Text("ok", style="green") if e.passed else Text("FAIL", style="bold red")
+        table.add_row(
+            Text(e.target),
+            Text(shape(e.shape)),
+            str(e.checked),
+            f"{e.max_abs_error:.3g}",
+            f"{e.max_rel_error:.3g}",
+            _num(e.max_error, not e.passed),
+            status,
+        )
+    console.print(table)
+    status = Text("PASS", style="bold green") if report.passed else Text("FAIL", style="bold red")
+    console.print(Text.assemble(status, f"  {report.summary()}"))

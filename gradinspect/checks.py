@@ -1,0 +1,304 @@
+"""`gradinspect check`: health rules over every gradient of a model, and baselines of gradient norms."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradinspect.errors import GradinspectError, UsageProblem
+from gradinspect.report import GradReport
+
+BASELINE_VERSION = 1
+
+
+class BaselineError(GradinspectError):
+    """A baseline file that cannot be read or does not belong to this run."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which rules run and their thresholds. Non-finite and disconnected checks are on by default;
+    the norm, zero-fraction and ratio rules depend on the model's scale and run when given."""
+
+    allow_nonfinite: bool = False
+    allow_disconnected: bool = False
+    max_norm: float | None = None
+    min_norm: float | None = None
+    max_zero_fraction: float | None = None
+    max_ratio: float | None = None
+    baseline: str | Path | None = None
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule applied to one gradient (``target`` is its ``--save-npz`` key)."""
+
+    rule: str
+    target: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "target": self.target,
+            "passed": self.passed,
+            "value": self.value,
+            "threshold": self.threshold,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every rule result of one ``check`` run, with the gradient report they were computed from."""
+
+    grad: GradReport
+    results: tuple[RuleResult, ...]
+    rules: Rules = field(default_factory=Rules)
+
+    @property
+    def failures(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """``12 checks, 2 failed`` — the last line gradinspect writes to stderr."""
+        return f"{len(self.results)} checks, {len(self.failures)} failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.grad.model.to_dict(),
+            "loss": {"spec": self.grad.loss_spec, "value": self.grad.loss_value},
+            "inputs": {
+                "source": self.grad.input_source,
+                "batch_size": self.grad.batch_size,
+                "fingerprint": self.grad.input_fingerprint,
+            },
+            "passed": self.passed,
+            "checks": len(self.results),
+            "failed": len(self.failures),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def _weights(grad: GradReport) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in grad.pairs:
+        for w in pair.weights:
+            found.setdefault(w.key, w)
+    return found
+
+
+def _outputs(grad: GradReport) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in grad.pairs:
+        for o in pair.outputs:
+            found.setdefault(o.key, o)
+    return found
+
+
+def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
+    """Apply ``rules`` to every gradient in ``grad``; the baseline comparison is included."""
+    results: list[RuleResult] = []
+    weights = _weights(grad)
+    if not rules.allow_nonfinite:
+        value_ok = math.isfinite(grad.loss_value)
+        results.append(
+            RuleResult(
+                "nonfinite",
+                "loss",
+                value_ok,
+                grad.loss_value,
+                None,
+                "the loss is finite" if value_ok else f"the loss is {grad.loss_value}",
+            )
+        )
+        for key, entry in {**_outputs(grad), **weights}.items():
+            if entry.stats is None:
+                continue
+            bad = entry.stats.nonfinite
+            results.append(
+                RuleResult(
+                    "nonfinite",
+                    key,
+                    bad == 0,
+                    float(bad),
+                    0.0,
+                    "no NaN/Inf" if bad == 0 else f"{bad} of {entry.stats.size} entries are NaN/Inf",
+                )
+            )
+    for key, w in weights.items():
+        s = w.stats
+        if s is None:
+            if not rules.allow_disconnected:
+                results.append(RuleResult("disconnected", key, False, None, None, w.missing or "no gradient"))
+            continue
+        if not rules.allow_disconnected:
+            results.append(RuleResult("disconnected", key, True, None, None, "receives a gradient"))
+        for rule, limit, value, is_max, describe in (
+            ("max-norm", rules.max_norm, s.norm, True, "gradient norm"),
+            ("min-norm", rules.min_norm, s.norm, False, "gradient norm"),
+            ("max-zero-fraction", rules.max_zero_fraction, s.zero_fraction, True, "share of exactly-zero entries"),
+            ("max-ratio", rules.max_ratio, w.ratio, True, "gradient/weight norm ratio"),
+        ):
+            if limit is None:
+                continue
+            if value is None:
+                # No ratio without a weight norm (an all-zero bias); a missing norm fails.
+                ok = rule == "max-ratio"
+            else:
+                ok = value <= limit if is_max else value >= limit
+            sign = ("<=" if ok else ">") if is_max else (">=" if ok else "<")
+            results.append(
+                RuleResult(rule, key, ok, value, limit, f"{describe} {_fmt(rule, value)} {sign} {_fmt(rule, limit)}")
+            )
+    if rules.baseline is not None:
+        results.extend(compare_baseline(grad, read_baseline(rules.baseline), rules.rtol, str(rules.baseline)))
+    return results
+
+
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _fmt(rule: str, value: float | None) -> str:
+    return _pct(value) if rule == "max-zero-fraction" else _g(value)
+
+
+# --- baselines --------------------------------------------------------------------------
+
+
+def baseline_dict(grad: GradReport) -> dict[str, Any]:
+    """The gradient profile a later run is compared with: per-variable norms and the inputs' fingerprint."""
+    return {
+        "gradinspect_baseline": BASELINE_VERSION,
+        "model": {"path": grad.model.path, "format": grad.model.format, "name": grad.model.name},
+        "loss": grad.loss_spec,
+        "inputs": {"source": grad.input_source, "batch_size": grad.batch_size, "fingerprint": grad.input_fingerprint},
+        "norms": {key: (w.stats.norm if w.stats is not None else None) for key, w in sorted(_weights(grad).items())},
+    }
+
+
+def read_baseline(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise BaselineError(f"--baseline {p}: no such file; write one with --write-baseline") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"--baseline {p}: not a readable baseline ({exc})") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("gradinspect_baseline") != BASELINE_VERSION
+        or not isinstance(data.get("norms"), dict)
+    ):
+        raise BaselineError(f"--baseline {p}: not a gradinspect baseline (version {BASELINE_VERSION} expected)")
+    return data
+
+
+def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label: str) -> list[RuleResult]:
+    """One result per variable: did its gradient norm move by more than ``rtol`` (relative)?"""
+    if rtol < 0:
+        raise UsageProblem(f"--rtol {rtol}: must be >= 0")
+    base_fp = (base.get("inputs") or {}).get("fingerprint")
+    if base_fp and grad.input_fingerprint and base_fp != grad.input_fingerprint:
+        raise BaselineError(
+            f"--baseline {label}: it was written with other inputs ({(base.get('inputs') or {}).get('source')}); "
+            "compare with the same --input (or --random/--seed) it was written with"
+        )
+    if base.get("loss") not in (None, grad.loss_spec):
+        raise BaselineError(
+            f"--baseline {label}: it was written with --loss {base['loss']}, this run uses {grad.loss_spec}"
+        )
+    now = {k: (w.stats.norm if w.stats is not None else None) for k, w in _weights(grad).items()}
+    results = []
+    for key in sorted(set(now) | set(base["norms"])):
+        if key not in base["norms"]:
+            results.append(RuleResult("baseline", key, False, now[key], None, "not in the baseline (a new variable)"))
+            continue
+        if key not in now:
+            results.append(
+                RuleResult("baseline", key, False, None, base["norms"][key], "in the baseline but not in the model")
+            )
+            continue
+        old, new = base["norms"][key], now[key]
+        if old is None or new is None:
+            ok = old is None and new is None
+            results.append(
+                RuleResult(
+                    "baseline",
+                    key,
+                    ok,
+                    new,
+                    old,
+                    "no gradient, as in the baseline"
+                    if ok
+                    else f"gradient norm {_g(old)} in the baseline, {_g(new)} now",
+                )
+            )
+            continue
+        moved = abs(new - old) / abs(old) if old else (0.0 if new == 0 else math.inf)
+        ok = moved <= rtol
+        results.append(
+            RuleResult(
+                "baseline",
+                key,
+                ok,
+                new,
+                old,
+                f"norm {_g(old)} -> {_g(new)} ({(new - old) / old:+.2%})" if old else f"norm {_g(old)} -> {_g(new)}",
+            )
+        )
+    return results
+
+
+def check(
+    model_or_path: Any,
+    inputs: Any = None,
+    *,
+    layers: list[str] | None = None,
+    rules: Rules | None = None,
+    write_baseline: str | Path | None = None,
+    **grad_options: Any,
+) -> CheckReport:
+    """Gradients of every trainable variable and layer output (or of ``layers``) in one forward and one
+    backward pass, checked against ``rules``. ``grad_options`` are those of ``inspect_gradients``
+    (loss, target, random, seed, …). With ``write_baseline``, the norm profile is saved there."""
+    from gradinspect.gradients import _as_loaded, _leaf_paths, inspect_gradients
+
+    rules = rules or Rules()
+    loaded = _as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
+    if loaded.loader == "tf.saved_model":
+        pairs = None if not layers else [(name, name) for name in layers]
+        grad = inspect_gradients(loaded, inputs, pairs, all_layers=not layers, **grad_options)
+    else:
+        names = layers or _leaf_paths(loaded.model)
+        grad = inspect_gradients(loaded, inputs, [(n, n) for n in names], **grad_options)
+    if write_baseline is not None:
+        from gradinspect.output import atomic_write
+
+        atomic_write(write_baseline, json.dumps(baseline_dict(grad), indent=2) + "\n", option="--write-baseline")
+    return CheckReport(grad, tuple(evaluate_rules(grad, rules)), rules)
+
+
+def assert_healthy(model_or_path: Any, inputs: Any = None, **kwargs: Any) -> CheckReport:
+    """Like :func:`check`, for users' own pytest suites: raises AssertionError listing every failed rule."""
+    report = check(model_or_path, inputs, **kwargs)
+    if not report.passed:
+        lines = [f"{r.rule} {r.target}: {r.message}" for r in report.failures]
+        raise AssertionError(f"{report.summary()}:\n  " + "\n  ".join(lines))
+    return report
