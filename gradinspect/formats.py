@@ -15,6 +15,9 @@ from gradinspect.errors import ModelFileError, UnsafeModelError
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# A real config.json is kilobytes to a few megabytes; a larger one is refused before reading
+# (a zip bomb would otherwise be inflated into memory).
+_MAX_CONFIG_BYTES = 64 * 1024 * 1024
 _EXPECTED = "expected a Keras 3 '.keras' file, a legacy '.h5'/'.hdf5' file or a TensorFlow SavedModel directory"
 
 # Module roots whose classes and functions may be deserialized without --unsafe. Keras 3
@@ -84,6 +87,11 @@ def _read_keras_zip(p: Path) -> Artifact:
             if "config.json" not in names:
                 raise ModelFileError(
                     f"{p}: the archive has no config.json, so it is not a Keras 3 model saved with model.save()"
+                )
+            if zf.getinfo("config.json").file_size > _MAX_CONFIG_BYTES:
+                raise ModelFileError(
+                    f"{p}: config.json is {zf.getinfo('config.json').file_size:,} bytes, more than any Keras "
+                    f"config needs ({_MAX_CONFIG_BYTES:,}); refusing to read it"
                 )
             config = _json(zf.read("config.json"), p, "config.json")
             meta = _json(zf.read("metadata.json"), p, "metadata.json") if "metadata.json" in names else {}

@@ -284,6 +284,7 @@ def _run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, los
                 tape.watch(v)
             result = fn(**feeds)
             outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else _flat(result)
+            _require_differentiable(outputs, loss_spec)
             loss_value = loss_fn(outputs, target)
     except GradientError:
         raise
@@ -402,6 +403,7 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
             with recording(call_layers, [tape, *inner]) as calls:
                 y = model(feed, training=training)
             outputs = list(_flat(y))
+            _require_differentiable(outputs, loss_spec)
             loss_value = loss_fn(outputs, target)
             for p, layer in input_layers.items():
                 calls[p] = [[feeds.get(layer.name, feeds[specs[0].name])]]
@@ -466,6 +468,19 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, specs)
     return _grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
+
+
+def _require_differentiable(outputs: list[Any], loss_spec: str) -> None:
+    """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
+    from gradinspect.losses import outputs_used
+
+    used = [outputs[i] for i in outputs_used(loss_spec, len(outputs)) if i < len(outputs)]
+    if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
+        dtypes = ", ".join(sorted({t.dtype.name for t in used}))
+        raise GradientError(
+            f"the model's output is {dtypes}, which has no gradient (an argmax or an integer cast at the end); "
+            "nothing can be differentiated — inspect a model that stops before that layer"
+        )
 
 
 def _start_stage(stages, a, b, calls, outputs, target, variables, inner_tape):

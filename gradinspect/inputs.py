@@ -54,8 +54,8 @@ def read_arrays(spec: str, names: list[str]) -> dict[str, np.ndarray]:
             return _from_h5(p, dataset, names, spec)
     except InputDataError:
         raise
-    except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, TypeError) as exc:
-        raise InputDataError(f"--input {spec}: cannot read the data ({_short(exc)})") from exc
+    except Exception as exc:  # numpy, zipfile, json and h5py raise many kinds on malformed files
+        raise InputDataError(f"--input {spec}: cannot read the data ({type(exc).__name__}: {_short(exc)})") from exc
     raise InputDataError(f"--input {spec}: unsupported file type {suffix!r}; use .npy, .npz, .csv, .json or .h5")
 
 

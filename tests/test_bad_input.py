@@ -7,7 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from conftest import SAMPLES, assert_one_error_line, run_cli
+from conftest import SAMPLES, assert_one_error_line, edited_keras_copy, run_cli
 
 
 def test_missing_path(tmp_path):
@@ -100,19 +100,9 @@ def test_bad_flag_is_a_usage_error():
 
 def test_unexpected_keras_failure_is_one_line(tmp_path):
     """A config Keras cannot rebuild (a layer whose units are a string) is a load error, not a crash."""
-    import json
-    import zipfile
-
-    src = SAMPLES / "mlp.keras"
-    p = tmp_path / "broken.keras"
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(p, "w") as zout:
-        for item in zin.namelist():
-            data = zin.read(item)
-            if item == "config.json":
-                cfg = json.loads(data)
-                cfg["config"]["layers"][1]["class_name"] = "NoSuchLayer"
-                data = json.dumps(cfg).encode()
-            zout.writestr(item, data)
+    p = edited_keras_copy(
+        tmp_path / "broken.keras", lambda cfg: cfg["config"]["layers"][1].update(class_name="NoSuchLayer")
+    )
     # `layers` reads the file statically, so it lists the unknown class; loading fails cleanly.
     listed = run_cli("layers", p, "--format", "csv")
     assert listed.exit_code == 0

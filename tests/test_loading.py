@@ -45,19 +45,11 @@ def test_tf_keras_savedmodel_and_plain_export(keras):
 
 def test_keras_file_is_never_handed_to_tf_keras(keras, tmp_path):
     """A .keras that Keras 3 cannot rebuild is an error, never a silent tf_keras load."""
-    import json
-    import zipfile
+    from conftest import edited_keras_copy
 
-    from conftest import SAMPLES
+    def fewer_units(cfg):
+        cfg["config"]["layers"][1]["config"]["units"] = 7  # the saved weights no longer fit
 
-    p = tmp_path / "bad_units.keras"
-    with zipfile.ZipFile(SAMPLES / "mlp.keras") as zin, zipfile.ZipFile(p, "w") as zout:
-        for item in zin.namelist():
-            data = zin.read(item)
-            if item == "config.json":
-                cfg = json.loads(data)
-                cfg["config"]["layers"][1]["config"]["units"] = 7  # weights no longer fit
-                data = json.dumps(cfg).encode()
-            zout.writestr(item, data)
+    p = edited_keras_copy(tmp_path / "bad_units.keras", fewer_units)
     with pytest.raises(ModelLoadError, match="Keras could not load"):
         load_model(p)

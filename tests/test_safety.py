@@ -5,13 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from conftest import assert_one_error_line, run_cli
-
-
-def _marker_lambda(marker):
-    # A lambda whose bytecode carries the marker path as a constant, so that it survives
-    # serialization: running it anywhere creates the marker file.
-    return eval(f"lambda t: (open({str(marker)!r}, 'w').close(), t)[1]")  # noqa: S307
+from conftest import assert_one_error_line, marker_lambda, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +15,18 @@ def lambda_models(keras, tf_keras, tmp_path_factory):
     L = keras.layers
     x = keras.Input((2,), name="x")
     h = L.Dense(2, name="d1")(x)
-    h = L.Lambda(_marker_lambda(marker), name="evil")(h)
+    h = L.Lambda(marker_lambda(marker), name="evil")(h)
     model = keras.Model(x, L.Dense(1, name="d2")(h))
     model.save(d / "lambda.keras")
     model.save(d / "lambda.h5")
 
-    nested_inner = keras.Sequential(
-        [L.Dense(2, name="n1"), L.Lambda(_marker_lambda(marker), name="deep")], name="inner"
-    )
+    nested_inner = keras.Sequential([L.Dense(2, name="n1"), L.Lambda(marker_lambda(marker), name="deep")], name="inner")
     x2 = keras.Input((2,), name="x")
     keras.Model(x2, nested_inner(x2)).save(d / "nested_lambda.keras")
 
     tk = tf_keras.layers
     x3 = tf_keras.Input((2,), name="x")
-    h3 = tk.Lambda(_marker_lambda(marker), name="evil_sm")(tk.Dense(2)(x3))
+    h3 = tk.Lambda(marker_lambda(marker), name="evil_sm")(tk.Dense(2)(x3))
     tf_keras.Model(x3, h3).save(d / "lambda_savedmodel", save_format="tf")
     tf_keras.Model(x3, h3).save(d / "lambda_tf_keras.h5")
     marker.unlink()  # building the models ran the lambdas once
