@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -121,6 +122,21 @@ def _emit(report: Any, fmt: str, output: str | None) -> None:
     is_tty = sys.stdout.isatty()
     width = shutil.get_terminal_size().columns if is_tty else None
     click.echo(render(report, fmt, color=is_tty, width=width), nl=False)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _unsafe_notice(unsafe: bool) -> None:
@@ -440,22 +456,24 @@ def verify(
     from gradinspect.verification import verify as run_verify
 
     _unsafe_notice(unsafe)
-    report = run_verify(
-        model,
-        layer,
-        input_,
-        samples=entries,
-        eps=eps,
-        tol=tol,
-        seed=seed,
-        loss=loss,
-        target=target,
-        custom_objects=custom_objects,
-        unsafe=unsafe,
-        random=random_,
-        input_shape=_shape_option(input_shape),
-        batch_size=batch_size,
-    )
+    with _progress("finite differences") as progress:
+        report = run_verify(
+            model,
+            layer,
+            input_,
+            samples=entries,
+            eps=eps,
+            tol=tol,
+            seed=seed,
+            loss=loss,
+            target=target,
+            custom_objects=custom_objects,
+            unsafe=unsafe,
+            random=random_,
+            input_shape=_shape_option(input_shape),
+            batch_size=batch_size,
+            progress=progress,
+        )
     _emit(report, fmt, output)
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)

@@ -295,14 +295,15 @@ def _run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, los
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays_out: dict[str, np.ndarray] = {}
     outs = []
-    for (name, t), g in zip(feeds.items(), grads):
+    np_grads, stats = _numpy_and_stats(grads)
+    for (name, t), arr, st_ in zip(feeds.items(), np_grads, stats):
         reason = INTEGER if not t.dtype.is_floating else NO_PATH
-        outs.append(_output_gradient(name, 0, 0, t, g, reason, arrays_out))
+        outs.append(_output_gradient(name, 0, 0, t, arr, st_, reason, arrays_out))
     weights = []
-    for (scope, leaf, v), g in zip(variables, grads[len(feeds) :]):
+    for (scope, leaf, v), arr, st_ in zip(variables, np_grads[len(feeds) :], stats[len(feeds) :]):
         unused = captured and id(getattr(v, "handle", None)) not in captured
         weights.append(
-            _weight_gradient(scope, leaf, v, g, UNUSED_VARIABLE if unused else NON_DIFFERENTIABLE, arrays_out)
+            _weight_gradient(scope, leaf, v, arr, st_, UNUSED_VARIABLE if unused else NON_DIFFERENTIABLE, arrays_out)
         )
     pair_reports = []
     for a, b in pair_list:
@@ -434,18 +435,20 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
     arrays_out: dict[str, np.ndarray] = {}
     out_reports: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
-    for (p, c, j, t), g in zip(out_targets, grads[: len(out_targets)]):
+    np_grads, stats = _numpy_and_stats(list(grads))
+    for (p, c, j, t), arr, st_ in zip(out_targets, np_grads, stats):
         reason = INTEGER if not t.dtype.is_floating else no_grad(p)
-        out_reports[p].append(_output_gradient(p, c, j, t, g, reason, arrays_out))
+        out_reports[p].append(_output_gradient(p, c, j, t, arr, st_, reason, arrays_out))
     for p in wanted:
         if not calls[p]:
             out_reports[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
     w_reports: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
     plain: dict[tuple[str, str], np.ndarray | None] = {}
-    for (p, n, v), g in zip(var_targets, grads[len(out_targets) :]):
-        plain[(p, n)] = _numpy(g) if g is not None else None
+    n_out = len(out_targets)
+    for (p, n, v), arr, st_ in zip(var_targets, np_grads[n_out:], stats[n_out:]):
+        plain[(p, n)] = arr
         if p in w_reports:
-            w_reports[p].append(_weight_gradient(p, n, v, g, no_grad(p), arrays_out))
+            w_reports[p].append(_weight_gradient(p, n, v, arr, st_, no_grad(p), arrays_out))
     stage_reports: list[Any] = [None] * len(pair_list)
     for i, pair in enumerate(staged):
         a, b = pair_list[i]
@@ -527,27 +530,34 @@ def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, n
     )
 
 
-def _output_gradient(layer: str, call: int, tensor: int, t: Any, g: Any, reason: str, arrays: dict) -> OutputGradient:
+def _output_gradient(
+    layer: str, call: int, tensor: int, t: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
+) -> OutputGradient:
     """The entry for one output tensor; its raw gradient goes into ``arrays`` under its key."""
     shape = tuple(int(d) for d in t.shape)
-    if g is None:
+    if arr is None:
         return OutputGradient(layer, call, tensor, shape, None, reason)
-    arr = _numpy(g)
-    entry = OutputGradient(layer, call, tensor, shape, tensor_stats(arr))
+    entry = OutputGradient(layer, call, tensor, shape, stats)
     arrays[entry.key] = arr
     return entry
 
 
-def _weight_gradient(layer: str, name: str, v: Any, g: Any, reason: str, arrays: dict) -> WeightGradient:
+def _weight_gradient(
+    layer: str, name: str, v: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
+) -> WeightGradient:
     """The entry for one variable, with the variable's own L2 norm (float64)."""
     w = np.asarray(v.numpy())
     norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
-    if g is None:
+    if arr is None:
         return WeightGradient(layer, name, tuple(w.shape), None, norm, reason)
-    arr = _numpy(g)
-    entry = WeightGradient(layer, name, tuple(w.shape), tensor_stats(arr), norm)
+    entry = WeightGradient(layer, name, tuple(w.shape), stats, norm)
     arrays[entry.key] = arr
     return entry
+
+
+def _numpy_and_stats(grads: list[Any]) -> tuple[list[np.ndarray | None], list[Any]]:
+    arrays = [None if g is None else _numpy(g) for g in grads]
+    return arrays, [None if a is None else tensor_stats(a) for a in arrays]
 
 
 def _numpy(g: Any) -> np.ndarray:

@@ -38,27 +38,50 @@ class TensorStats:
         }
 
 
+# Sums are accumulated in float64 over chunks that stay in cache: converting a whole float32
+# array to float64 at once costs more than every other pass together.
+_CHUNK = 1 << 16
+
+
 def tensor_stats(values: Any) -> TensorStats:
-    """Stats of ``values``, accumulated in float64 so that large arrays keep their digits."""
+    """Stats of ``values``; sums are accumulated in float64 so that large arrays keep their digits."""
     a = np.asarray(values)
-    if a.dtype.kind not in "fc":
-        a = a.astype(np.float64)
     flat = a.reshape(-1)
+    if flat.dtype.kind not in "fc":
+        flat = flat.astype(np.float64)
     finite_mask = np.isfinite(flat)
-    nonfinite = int(flat.size - np.count_nonzero(finite_mask))
-    x = flat[finite_mask].astype(np.float64)
-    if x.size == 0:
+    if finite_mask.all():
+        x = flat
+        nonfinite = 0
+    else:
+        x = flat[finite_mask]
+        nonfinite = int(flat.size - x.size)
+    n = x.size
+    if n == 0:
         return TensorStats(int(flat.size), None, None, None, None, None, None, None, None, nonfinite)
-    ax = np.abs(x)
+    total = squares = absolute = 0.0
+    zeros = 0
+    for start in range(0, n, _CHUNK):
+        c = x[start : start + _CHUNK].astype(np.float64)
+        total += float(c.sum())
+        squares += float(np.dot(c, c))
+        absolute += float(np.abs(c).sum())
+        zeros += c.size - int(np.count_nonzero(c))
+    mean = total / n
+    centred = 0.0
+    for start in range(0, n, _CHUNK):
+        d = x[start : start + _CHUNK].astype(np.float64) - mean
+        centred += float(np.dot(d, d))
+    lo, hi = float(x.min()), float(x.max())
     return TensorStats(
         size=int(flat.size),
-        norm=float(np.sqrt(np.dot(x, x))),
-        mean=float(x.mean()),
-        std=float(x.std()),
-        min=float(x.min()),
-        max=float(x.max()),
-        abs_mean=float(ax.mean()),
-        abs_max=float(ax.max()),
-        zero_fraction=float(np.count_nonzero(x == 0) / x.size),
+        norm=float(np.sqrt(squares)),
+        mean=mean,
+        std=float(np.sqrt(centred / n)),
+        min=lo,
+        max=hi,
+        abs_mean=absolute / n,
+        abs_max=max(abs(lo), abs(hi)),
+        zero_fraction=zeros / n,
         nonfinite=nonfinite,
     )

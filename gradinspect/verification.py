@@ -136,13 +136,15 @@ def verify(
     target: Any = None,
     custom_objects: Any = None,
     unsafe: bool = False,
+    progress: Any = None,
     **data: Any,
 ) -> VerifyReport:
     """Compare the tape gradient of ``layer``'s variables and output with central differences.
 
     ``samples`` entries per variable (seeded; all when there are fewer), step ``eps``, tolerance
     ``tol`` on max |tape - fd| / max(1, |fd|). ``data`` takes the input options of
-    ``inspect_gradients`` (random, input_shape, samples_range, batch_size).
+    ``inspect_gradients`` (random, input_shape, samples_range, batch_size). ``progress``, if
+    given, is called as ``progress(done, total)`` after each pair of forward passes.
     """
     from gradinspect.loading import quiet_tensorflow
 
@@ -224,6 +226,16 @@ def verify(
     grads = tape.gradient(value, [out_tensor] + [v for _, v in variables])
     rng = np.random.default_rng(seed)
     entries = []
+    plan = [_indices(tuple(out_tensor.shape), samples, rng)]
+    plan += [_indices(tuple(var.shape), samples, rng) for _, var in variables]
+    total = sum(len(p) for p in plan)
+    done = 0
+
+    def step_done() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
 
     # d loss / d output, by perturbing the output through a shadowed call.
     out_grad = np.zeros(tuple(out_tensor.shape)) if grads[0] is None else tf.convert_to_tensor(grads[0]).numpy()
@@ -231,7 +243,7 @@ def verify(
     object.__setattr__(target_layer, "call", perturbed_call(original))
     try:
         fd = {}
-        for idx in _indices(out_grad.shape, samples, rng):
+        for idx in plan[0]:
             step = np.zeros(out_grad.shape, dtype=np.float64)
             step[idx] = eps
             delta["value"] = tf.constant(step)
@@ -239,17 +251,18 @@ def verify(
             delta["value"] = tf.constant(-step)
             minus = loss_value()
             fd[idx] = (plus - minus) / (2 * eps)
+            step_done()
     finally:
         delta["value"] = None
         with contextlib.suppress(AttributeError):
             object.__delattr__(target_layer, "call")
     entries.append(_entry(f"output/{layer}", out_grad, fd, tol))
 
-    for (name, var), g in zip(variables, grads[1:]):
+    for (name, var), g, indices in zip(variables, grads[1:], plan[1:]):
         tape_grad = np.zeros(tuple(var.shape)) if g is None else tf.convert_to_tensor(g).numpy()
         base = var.numpy().copy()
         fd = {}
-        for idx in _indices(base.shape, samples, rng):
+        for idx in indices:
             changed = base.copy()
             changed[idx] += eps
             var.assign(changed)
@@ -258,6 +271,7 @@ def verify(
             var.assign(changed)
             minus = loss_value()
             fd[idx] = (plus - minus) / (2 * eps)
+            step_done()
         var.assign(base)
         entries.append(_entry(f"weight/{layer}/{name}", tape_grad, fd, tol))
     info = live_layers(loaded).model

@@ -112,3 +112,10 @@ def test_unexpected_keras_failure_is_one_line(tmp_path):
 
     with pytest.raises(ModelLoadError, match="NoSuchLayer"):
         load_model(p)
+
+
+def test_savedmodel_directory_without_saved_model_pb(tmp_path):
+    dst = tmp_path / "sm"
+    shutil.copytree(SAMPLES / "mlp_savedmodel", dst)
+    (dst / "saved_model.pb").unlink()
+    assert_one_error_line(run_cli("grad", dst, "--all"), str(dst), "no saved_model.pb")

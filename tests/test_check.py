@@ -208,3 +208,12 @@ def test_verify_usage_errors():
     assert_one_error_line(run_cli("verify", SAMPLES / "mlp.keras", "--layer", "nope"), "no layer named 'nope'")
     assert_one_error_line(run_cli("verify", SAMPLES / "mlp_export", "--layer", "dense_1"), "float64")
     assert_one_error_line(run_cli("verify", SAMPLES / "mlp.keras", "--layer", "dense_1", "--eps", "0"), "--eps > 0")
+
+
+def test_verify_reports_progress():
+    from gradinspect import verify
+
+    calls = []
+    report = verify(SAMPLES / "mlp.keras", "dense_2", None, samples=3, progress=lambda d, t: calls.append((d, t)))
+    total = sum(e.checked for e in report.entries)
+    assert calls == [(i, total) for i in range(1, total + 1)]

@@ -29,6 +29,8 @@ def test_stats_match_numpy_over_finite_entries(a):
     assert s.abs_max == np.abs(finite).max()
     assert math.isclose(s.mean, float(finite.mean()), rel_tol=1e-9, abs_tol=1e-30)
     assert s.zero_fraction == np.count_nonzero(finite == 0) / finite.size
+    assert math.isclose(s.std, float(finite.std()), rel_tol=1e-9, abs_tol=1e-30)
+    assert math.isclose(s.abs_mean, float(np.abs(finite).mean()), rel_tol=1e-9, abs_tol=1e-30)
     assert 0.0 <= s.zero_fraction <= 1.0 and s.std >= 0.0
 
 
