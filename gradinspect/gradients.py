@@ -9,27 +9,27 @@ from typing import Any
 import numpy as np
 
 from gradinspect.capture import recording
+from gradinspect.entries import (
+    INTEGER,
+    NO_PATH,
+    NON_DIFFERENTIABLE,
+    NOT_BETWEEN,
+    NOT_CALLED,
+    flat_outputs,
+    grad_report,
+    numpy_and_stats,
+    output_gradient,
+    require_differentiable,
+    weight_gradient,
+)
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.inputs import check_arrays, fingerprint, random_arrays, read_arrays, select
+from gradinspect.inputs import check_arrays, random_arrays, read_arrays, select
 from gradinspect.listing import live_layers
 from gradinspect.loading import LoadedModel, load_model
 from gradinspect.losses import make_loss
 from gradinspect.report import GradReport, InputSpec, OutputGradient, PairReport, WeightGradient
+from gradinspect.signatures import run_savedmodel, savedmodel_signature
 from gradinspect.stages import parse_stages
-from gradinspect.stats import tensor_stats
-
-NO_PATH = (
-    "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
-    "through a non-differentiable op (argmax, round, a cast to integer)"
-)
-NOT_BETWEEN = "no gradient: the layer is not between the inputs and the loss (it feeds no output the loss uses)"
-NON_DIFFERENTIABLE = (
-    "no gradient: the path from here to the loss goes through a non-differentiable op "
-    "(argmax, round, a cast to integer, stop_gradient)"
-)
-UNUSED_VARIABLE = "no gradient: the signature does not use this variable"
-INTEGER = "no gradient: the tensor is integer-typed (e.g. an Embedding's indices); integers have no gradient"
-NOT_CALLED = "no gradient: the layer was not called in the forward pass"
 
 
 def _all_paths(model: Any) -> list[str]:
@@ -124,7 +124,7 @@ def inspect_gradients(
     loaded = _as_loaded(model_or_path, custom_objects, unsafe)
     signature = None
     if loaded.loader == "tf.saved_model":
-        signature = _signature(loaded)
+        signature = savedmodel_signature(loaded)
         specs = list(signature[2])
     else:
         specs = model_inputs(loaded.model)
@@ -141,7 +141,7 @@ def inspect_gradients(
             raise GradientError(
                 f"{loaded.artifact.path}: --stage2 needs layers (act/out); a SavedModel without Keras metadata has none"
             )
-        return _run_savedmodel(
+        return run_savedmodel(
             loaded, signature, arrays, pairs, all_layers, loss, loss_fn, target_array, source, tuple(notes)
         )
     pair_list = _resolve_pairs(loaded.model, pairs, all_layers)
@@ -233,87 +233,6 @@ def compiled_loss(loaded: LoadedModel) -> str:
     )
 
 
-def _signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec, ...]]:
-    """The signature gradients flow through: ``serving_default``, else the only/first one."""
-    from gradinspect.listing import _dtype_name, _shape
-
-    sigs = dict(getattr(loaded.model, "signatures", {}) or {})
-    if not sigs:
-        raise GradientError(f"{loaded.artifact.path}: the SavedModel has no signatures to run")
-    key = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
-    fn = sigs[key]
-    _, kwargs = fn.structured_input_signature
-    specs = tuple(InputSpec(n, _shape(spec.shape), _dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))
-    return key, fn, specs
-
-
-def _run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, loss_fn, target, source, notes):
-    """A SavedModel without Keras structure: d loss / d each input and d loss / d each variable.
-
-    Layers do not exist here; name scopes stand in for them (`gradinspect layers` lists them), and
-    a pair selects the variables of its two scopes. Output gradients are those of the inputs.
-    """
-    import tensorflow as tf
-
-    from gradinspect.listing import savedmodel_variables
-    from gradinspect.report import ModelInfo
-
-    key, fn, specs = signature
-    variables = []
-    for v in savedmodel_variables(loaded.model):
-        scope, _, leaf = v.name.split(":")[0].rpartition("/")
-        variables.append((scope or "(root)", leaf, v))
-    scopes = list(dict.fromkeys(s for s, _, _ in variables))
-    known = scopes + [s.name for s in specs]
-    if all_layers or not pairs:
-        pair_list = [("(inputs)", "(variables)")]
-    else:
-        pair_list = list(pairs)
-        for name in (n for pair in pair_list for n in pair):
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-                hint = f"; closest: {', '.join(close)}" if close else f"; name scopes: {', '.join(scopes)}"
-                raise LayerNameError(f"no name scope or input {name!r} in the SavedModel{hint}")
-    feeds = {name: tf.convert_to_tensor(a) for name, a in arrays.items()}
-    try:
-        with tf.GradientTape() as tape:
-            for t in feeds.values():
-                if t.dtype.is_floating:
-                    tape.watch(t)
-            for _, _, v in variables:
-                tape.watch(v)
-            result = fn(**feeds)
-            outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else _flat(result)
-            _require_differentiable(outputs, loss_spec)
-            loss_value = loss_fn(outputs, target)
-    except GradientError:
-        raise
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise GradientError(f"the signature {key!r} failed: {str(exc).strip().splitlines()[0][:300]}") from exc
-    sources = list(feeds.values()) + [v for _, _, v in variables]
-    grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
-    captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
-    arrays_out: dict[str, np.ndarray] = {}
-    outs = []
-    np_grads, stats = _numpy_and_stats(grads)
-    for (name, t), arr, st_ in zip(feeds.items(), np_grads, stats):
-        reason = INTEGER if not t.dtype.is_floating else NO_PATH
-        outs.append(_output_gradient(name, 0, 0, t, arr, st_, reason, arrays_out))
-    weights = []
-    for (scope, leaf, v), arr, st_ in zip(variables, np_grads[len(feeds) :], stats[len(feeds) :]):
-        unused = captured and id(getattr(v, "handle", None)) not in captured
-        weights.append(
-            _weight_gradient(scope, leaf, v, arr, st_, UNUSED_VARIABLE if unused else NON_DIFFERENTIABLE, arrays_out)
-        )
-    pair_reports = []
-    for a, b in pair_list:
-        chosen = weights if (a, b) == ("(inputs)", "(variables)") else [w for w in weights if w.layer in (a, b)]
-        pair_reports.append(PairReport(a, b, tuple(outs), tuple(chosen)))
-    info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
-    notes = (*notes, f"SavedModel without Keras layers: gradients through signature {key!r}")
-    return _grad_report(info, loss_spec, loss_value, source, arrays, False, tuple(pair_reports), notes, arrays_out)
-
-
 def _rekey(arrays: dict[str, np.ndarray], names: list[str], source: str) -> dict[str, np.ndarray]:
     from gradinspect.errors import InputDataError
 
@@ -335,11 +254,7 @@ def _as_loaded(model_or_path: Any, custom_objects: Any, unsafe: bool) -> LoadedM
 
 def _resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: bool) -> list[tuple[str, str]]:
     if all_layers:
-        paths = [
-            p
-            for p in _all_paths(model)
-            if not (isinstance(getattr(find_layer(model, p), "layers", None), list) and find_layer(model, p).layers)
-        ]
+        paths = _leaf_paths(model)
         if len(paths) < 2:
             return [(paths[0], paths[0])] if paths else []
         return list(zip(paths[:-1], paths[1:]))
@@ -403,8 +318,8 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
                         each.watch(t)
             with recording(call_layers, [tape, *inner]) as calls:
                 y = model(feed, training=training)
-            outputs = list(_flat(y))
-            _require_differentiable(outputs, loss_spec)
+            outputs = list(flat_outputs(y))
+            require_differentiable(outputs, loss_spec)
             loss_value = loss_fn(outputs, target)
             for p, layer in input_layers.items():
                 calls[p] = [[feeds.get(layer.name, feeds[specs[0].name])]]
@@ -435,10 +350,10 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
     arrays_out: dict[str, np.ndarray] = {}
     out_reports: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
-    np_grads, stats = _numpy_and_stats(list(grads))
+    np_grads, stats = numpy_and_stats(list(grads))
     for (p, c, j, t), arr, st_ in zip(out_targets, np_grads, stats):
         reason = INTEGER if not t.dtype.is_floating else no_grad(p)
-        out_reports[p].append(_output_gradient(p, c, j, t, arr, st_, reason, arrays_out))
+        out_reports[p].append(output_gradient(p, c, j, t, arr, st_, reason, arrays_out))
     for p in wanted:
         if not calls[p]:
             out_reports[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
@@ -448,7 +363,7 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
     for (p, n, v), arr, st_ in zip(var_targets, np_grads[n_out:], stats[n_out:]):
         plain[(p, n)] = arr
         if p in w_reports:
-            w_reports[p].append(_weight_gradient(p, n, v, arr, st_, no_grad(p), arrays_out))
+            w_reports[p].append(weight_gradient(p, n, v, arr, st_, no_grad(p), arrays_out))
     stage_reports: list[Any] = [None] * len(pair_list)
     for i, pair in enumerate(staged):
         a, b = pair_list[i]
@@ -470,20 +385,7 @@ def _run(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training,
         for i, (a, b) in enumerate(pair_list)
     )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, specs)
-    return _grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
-
-
-def _require_differentiable(outputs: list[Any], loss_spec: str) -> None:
-    """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
-    from gradinspect.losses import outputs_used
-
-    used = [outputs[i] for i in outputs_used(loss_spec, len(outputs)) if i < len(outputs)]
-    if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
-        dtypes = ", ".join(sorted({t.dtype.name for t in used}))
-        raise GradientError(
-            f"the model's output is {dtypes}, which has no gradient (an argmax or an integer cast at the end); "
-            "nothing can be differentiated — inspect a model that stops before that layer"
-        )
+    return grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
 
 
 def _start_stage(stages, a, b, calls, outputs, target, variables, inner_tape):
@@ -505,75 +407,7 @@ def _start_stage(stages, a, b, calls, outputs, target, variables, inner_tape):
     return pair
 
 
-def _grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, notes, arrays_out) -> GradReport:
-    value = float(loss_value.numpy())
-    if not np.isfinite(value):
-        notes = (*notes, f"the loss is {value}: gradients hold NaN/Inf")
-    norms = [w.stats.norm for p in pairs for w in p.weights if w.stats is not None and w.stats.norm is not None]
-    if loss_spec in ("sum", "mean") and norms and max(norms) < 1e-6:
-        notes = (
-            *notes,
-            f"every weight gradient is ~0 (largest norm {max(norms):.2g}): the {loss_spec} of a softmax output is "
-            "constant; use --loss unit:K or a Keras loss with --target",
-        )
-    return GradReport(
-        model=info,
-        loss_spec=loss_spec,
-        loss_value=value,
-        input_source=source,
-        batch_size=int(next(iter(arrays.values())).shape[0]),
-        training=training,
-        pairs=pairs,
-        notes=tuple(notes),
-        arrays=arrays_out,
-        input_fingerprint=fingerprint(arrays),
-    )
-
-
-def _output_gradient(
-    layer: str, call: int, tensor: int, t: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
-) -> OutputGradient:
-    """The entry for one output tensor; its raw gradient goes into ``arrays`` under its key."""
-    shape = tuple(int(d) for d in t.shape)
-    if arr is None:
-        return OutputGradient(layer, call, tensor, shape, None, reason)
-    entry = OutputGradient(layer, call, tensor, shape, stats)
-    arrays[entry.key] = arr
-    return entry
-
-
-def _weight_gradient(
-    layer: str, name: str, v: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
-) -> WeightGradient:
-    """The entry for one variable, with the variable's own L2 norm (float64)."""
-    w = np.asarray(v.numpy())
-    norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
-    if arr is None:
-        return WeightGradient(layer, name, tuple(w.shape), None, norm, reason)
-    entry = WeightGradient(layer, name, tuple(w.shape), stats, norm)
-    arrays[entry.key] = arr
-    return entry
-
-
-def _numpy_and_stats(grads: list[Any]) -> tuple[list[np.ndarray | None], list[Any]]:
-    arrays = [None if g is None else _numpy(g) for g in grads]
-    return arrays, [None if a is None else tensor_stats(a) for a in arrays]
-
-
-def _numpy(g: Any) -> np.ndarray:
-    # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
-    import tensorflow as tf
-
-    return tf.convert_to_tensor(g).numpy()
-
-
 def _memory_info(model: Any, specs: list[InputSpec]):
     from gradinspect.report import ModelInfo
 
     return ModelInfo("<in-memory model>", "in-memory", getattr(model, "name", None), tuple(specs), loader="in-memory")
-
-
-def _flat(y: Any) -> list[Any]:
-    from gradinspect.capture import flatten
-
-    return flatten(y)
