@@ -79,7 +79,7 @@ def test_csv_parses_back():
 
 
 def test_markdown_escapes_pipes():
-    assert "block/[bold]bn\\|x" in render(_report(), "markdown")
+    assert "block/\\[bold\\]bn\\|x" in render(_report(), "markdown")
 
 
 def test_table_colour_only_when_asked():

@@ -11,6 +11,7 @@ from gradinspect.render import json as _json
 from gradinspect.render import junit as _junit
 from gradinspect.render import markdown as _markdown
 from gradinspect.render import table as _table
+from gradinspect.safetext import sanitized
 
 
 class OutputFormat(str, Enum):
@@ -35,6 +36,9 @@ RENDERERS: dict[OutputFormat, Callable[..., str]] = {
 def render(report: Any, fmt: OutputFormat | str, *, color: bool = False, width: int | None = None) -> str:
     """Render ``report`` as ``fmt``. ``color``/``width`` matter only for the table."""
     fmt = OutputFormat(fmt)
+    if fmt is not OutputFormat.JSON:
+        # JSON escapes control characters itself; every other format gets printable names.
+        report = sanitized(report)
     if fmt is OutputFormat.TABLE:
         return _table.render(report, color=color, width=width)
     return RENDERERS[fmt](report)

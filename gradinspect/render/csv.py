@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from gradinspect.render.text import shape
+from gradinspect.safetext import csv_text
 
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
 
@@ -47,6 +48,16 @@ def _row(tag, kind, layer, call, tensor, variable, dims, stats, missing, weight_
     ]
 
 
+class _SafeWriter:
+    """Every text cell neutralised against spreadsheet formulas; numbers pass as they are."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Any) -> None:
+        self._writer.writerow([csv_text(c) if isinstance(c, str) else c for c in row])
+
+
 def _blank(value: Any) -> Any:
     return "" if value is None else value
 
@@ -55,7 +66,7 @@ def render(report: Any) -> str:
     from gradinspect.report import GradReport
 
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = _SafeWriter(csv.writer(buf, lineterminator="\n"))
     if isinstance(report, GradReport):
         writer.writerow(GRAD_COLUMNS)
         for pair in report.pairs:

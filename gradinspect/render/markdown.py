@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gradinspect.render.text import count, shape
+from gradinspect.safetext import markdown_text
 
 
 def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Model-supplied text shown literally in a table cell or line: no HTML, links or emphasis."""
+    return markdown_text(text)
+
+
+def _code(text: str) -> str:
+    """A code span holding ``text`` literally: fenced past any backticks inside, pipes escaped for tables."""
+    text = text.replace("\n", " ").replace("\r", " ").replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _g(value: float | None) -> str:
@@ -18,9 +29,9 @@ def _g(value: float | None) -> str:
 def _render_grad(report: Any) -> str:
     mode = "training" if report.training else "inference"
     lines = [
-        f"### Gradients of `{_cell(report.model.path)}`",
+        f"### Gradients of {_code(report.model.path)}",
         "",
-        f"loss `{_cell(report.loss_spec)}` = {report.loss_value:.6g} · input {_cell(report.input_source)}, "
+        f"loss {_code(report.loss_spec)} = {report.loss_value:.6g} · input {_cell(report.input_source)}, "
         f"batch {report.batch_size} · {mode} mode",
         "",
     ]
@@ -66,8 +77,8 @@ def _stage2(st: Any) -> list[str]:
     mode = "differentiated through g" if st.through else "g held constant"
     lines = [
         "",
-        f"Stage 1 `{_cell(st.stage1_expr)}` = {st.stage1_value:.6g}; g: shape {shape(st.grad_shape)}, "
-        f"norm {_g(st.grad_stats.norm)}. Stage 2 `{_cell(st.expr)}` = {st.value:.6g} ({mode}).",
+        f"Stage 1 {_code(st.stage1_expr)} = {st.stage1_value:.6g}; g: shape {shape(st.grad_shape)}, "
+        f"norm {_g(st.grad_stats.norm)}. Stage 2 {_code(st.expr)} = {st.value:.6g} ({mode}).",
         "",
         "| Stage-2 weight | Variable | Shape | Grad norm | Plain norm | Cosine | Norm ratio |",
         "|---|---|---|--:|--:|--:|--:|",
@@ -85,9 +96,9 @@ def _render_check(report: Any) -> str:
     g = report.grad
     mark = "✅" if report.passed else "❌"
     lines = [
-        f"### {mark} gradinspect check `{_cell(g.model.path)}`: {report.summary()}",
+        f"### {mark} gradinspect check {_code(g.model.path)}: {report.summary()}",
         "",
-        f"loss `{_cell(g.loss_spec)}` = {g.loss_value:.6g} · input {_cell(g.input_source)}, batch {g.batch_size}",
+        f"loss {_code(g.loss_spec)} = {g.loss_value:.6g} · input {_cell(g.input_source)}, batch {g.batch_size}",
         "",
         *(f"> note: {_cell(n)}\n" for n in g.notes),
         "| Rule | Checks | Failed |",
@@ -101,7 +112,7 @@ def _render_check(report: Any) -> str:
     lines += [f"| {rule} | {n} | {failed} |" for rule, (n, failed) in counts.items()]
     if report.failures:
         lines += ["", "| Failed rule | Gradient | Why |", "|---|---|---|"]
-        lines += [f"| {r.rule} | `{_cell(r.target)}` | {_cell(r.message)} |" for r in report.failures]
+        lines += [f"| {r.rule} | {_code(r.target)} | {_cell(r.message)} |" for r in report.failures]
     lines.append("")
     return "\n".join(lines)
 
@@ -115,10 +126,10 @@ def render(report: Any) -> str:
     if isinstance(report, GradReport):
         return _render_grad(report)
     m = report.model
-    lines = [f"### Layers of `{_cell(m.path)}` ({m.format})", ""]
+    lines = [f"### Layers of {_code(m.path)} ({m.format})", ""]
     for sig in report.signatures:
         args = ", ".join(f"{i.name}: {shape(i.shape)} {i.dtype}" for i in sig.inputs)
-        lines.append(f"- signature `{_cell(sig.key)}`({_cell(args)})")
+        lines.append(f"- signature {_code(sig.key)}({_cell(args)})")
     if report.signatures:
         lines.append("")
     lines += ["| Layer | Class | Output shape | Params | Trainable |", "|---|---|---|--:|:-:|"]

@@ -71,7 +71,7 @@ def _grad(console: Console, report) -> None:
     for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for pair in report.pairs:
-        outs = Table(title=f"Output gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+        outs = Table(title=Text(f"Output gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
         for col in ("Layer", "Call", "Shape"):
             outs.add_column(col)
         for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
@@ -99,7 +99,7 @@ def _grad(console: Console, report) -> None:
                 Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
             )
         console.print(outs)
-        ws = Table(title=f"Weight gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+        ws = Table(title=Text(f"Weight gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
         for col in ("Layer", "Variable", "Shape"):
             ws.add_column(col)
         for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
@@ -150,7 +150,7 @@ def _stage2(console: Console, pair) -> None:
         )
     )
     console.print(Text(f"stage 2: {st.expr} = {st.value:.6g}   ({mode})"))
-    table = Table(title=f"Second-stage gradients ({pair.from_layer} → {pair.to_layer})", title_justify="left")
+    table = Table(title=Text(f"Second-stage gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
     for col in ("Layer", "Variable", "Shape"):
         table.add_column(col)
     for col in ("Grad norm", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf", "Plain norm", "Cosine", "Norm ratio"):
