@@ -193,14 +193,22 @@ def baseline_dict(grad: GradReport) -> dict[str, Any]:
     }
 
 
+def baseline_json(grad: GradReport) -> str:
+    """The baseline file's text for ``grad``."""
+    return json.dumps(baseline_dict(grad), indent=2) + "\n"
+
+
 def read_baseline(path: str | Path) -> dict[str, Any]:
+    """A baseline file, read only if it is a regular file of bounded size."""
+    from gradinspect import limits
+
     p = Path(path)
+    if not p.exists():
+        raise BaselineError(f"--baseline {p}: no such file; write one with --write-baseline")
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise BaselineError(f"--baseline {p}: no such file; write one with --write-baseline") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"--baseline {p}: not a readable baseline ({exc})") from None
+        data = json.loads(limits.read_regular(p, limits.MAX_TEXT_FILE, f"--baseline {p}"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BaselineError(f"--baseline {p}: not a readable baseline ({type(exc).__name__})") from None
     if (
         not isinstance(data, dict)
         or data.get("gradinspect_baseline") != BASELINE_VERSION
@@ -281,6 +289,8 @@ def check(
     from gradinspect.gradients import _as_loaded, _leaf_paths, inspect_gradients
 
     rules = rules or Rules()
+    if rules.baseline is not None:
+        read_baseline(rules.baseline)  # fail before any work
     loaded = _as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
     if loaded.loader == "tf.saved_model":
         pairs = None if not layers else [(name, name) for name in layers]
@@ -291,7 +301,7 @@ def check(
     if write_baseline is not None:
         from gradinspect.output import atomic_write
 
-        atomic_write(write_baseline, json.dumps(baseline_dict(grad), indent=2) + "\n", option="--write-baseline")
+        atomic_write(write_baseline, baseline_json(grad), option="--write-baseline")
     return CheckReport(grad, tuple(evaluate_rules(grad, rules)), rules)
 
 

@@ -18,8 +18,30 @@ from gradinspect.errors import GradinspectError, UsageProblem
 FORMATS = ("table", "json", "markdown", "csv")
 
 
+# An unexpected exception is a bug in gradinspect, not bad input (2) or a failed check (1).
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h)
+
+
 class _Group(click.Group):
-    """Turns the core's GradinspectError into one ``Error:`` line and its exit status."""
+    """Every failure becomes one ``Error:`` line on stderr with its exit status, never a traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "gradinspect"
+            _error(f"{exc.format_message()} (see '{where} --help')")
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _error("interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,18 +51,24 @@ class _Group(click.Group):
         except GradinspectError as exc:
             if _debug(ctx):
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            _error(str(exc))
             ctx.exit(exc.exit_code)
         except Exception as exc:  # a bug: still one line, unless --debug asks for more
             if _debug(ctx):
                 traceback.print_exc()
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(
-                f"Error: internal error ({type(exc).__name__}{': ' + detail if detail else ''}); "
-                "rerun with --debug for the traceback and report it",
-                err=True,
+            _error(
+                f"internal error ({type(exc).__name__}{': ' + detail if detail else ''}); this is a bug in "
+                "gradinspect: rerun with --debug and report the traceback"
             )
-            ctx.exit(2)
+            ctx.exit(INTERNAL_ERROR_EXIT)
+
+
+def _error(message: str) -> None:
+    """The one error line; text from model files or options is made printable first."""
+    from gradinspect.safetext import printable
+
+    click.echo(f"Error: {printable(message)}", err=True)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -70,8 +98,27 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from gradinspect.limits import parse_size
+
+    try:
+        return parse_size(value)
+    except UsageProblem as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], ctx=ctx, param=param) from None
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``MODEL``, ``--custom-objects`` and ``--unsafe``, shared by every command that reads a model."""
+    """``MODEL``, ``--custom-objects``, ``--unsafe`` and ``--max-memory``: every command that reads a model."""
+    fn = click.option(
+        "--max-memory",
+        "max_memory",
+        metavar="SIZE",
+        callback=_size_option,
+        help="Refuse models and inputs that would need more memory than SIZE (e.g. 8G, 512M). "
+        "Default: half of physical memory.",
+    )(fn)
     fn = click.option(
         "--unsafe",
         is_flag=True,
@@ -112,13 +159,33 @@ def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callabl
     )(fn)
 
 
-def _emit(report: Any, fmt: str, output: str | None) -> None:
-    from gradinspect.output import atomic_write
+def _reads(model: str, **paths: Any) -> list[Any]:
+    """The files this run reads, which no output may overwrite."""
+    from gradinspect.output import input_paths
+
+    return input_paths(model, *paths.values())
+
+
+def _destination(path: str | None, option: str, reads: list[Any], force: bool = True) -> Any:
+    """Check an output path before any work (None when the option was not given)."""
+    if not path:
+        return None
+    from gradinspect.output import destination
+
+    return destination(path, option, reads, force=force)
+
+
+def _emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, bytes | str], ...] = ()) -> None:
+    """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
+    from gradinspect.output import write_all
     from gradinspect.render import render
 
-    if output:
-        atomic_write(output, render(report, fmt))
+    files = [(dest, data) for dest, data in extra if dest is not None]
+    if output is not None:
+        files.append((output, render(report, fmt)))
+        write_all(files)
         return
+    write_all(files)
     is_tty = sys.stdout.isatty()
     width = shutil.get_terminal_size().columns if is_tty else None
     click.echo(render(report, fmt, color=is_tty, width=width), nl=False)
@@ -147,7 +214,9 @@ def _unsafe_notice(unsafe: bool) -> None:
 @main.command()
 @model_options
 @output_options()
-def layers(model: str, custom_objects: str | None, unsafe: bool, fmt: str, output: str | None) -> None:
+def layers(
+    model: str, custom_objects: str | None, unsafe: bool, max_memory: int | None, fmt: str, output: str | None
+) -> None:
     """List the layers of MODEL: name, class, output shape, parameters, trainable.
 
     Nested models are shown as a tree; their layers are addressed as `outer/inner`.
@@ -158,11 +227,14 @@ def layers(model: str, custom_objects: str | None, unsafe: bool, fmt: str, outpu
     Example:
       gradinspect layers sample_models/mlp.keras --format json
     """
+    from gradinspect.limits import memory_limit
     from gradinspect.listing import list_layers
 
+    dest = _destination(output, "--output", _reads(model, custom_objects=custom_objects))
     _unsafe_notice(unsafe)
-    report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
-    _emit(report, fmt, output)
+    with memory_limit(max_memory):
+        report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
+    _emit(report, fmt, dest)
 
 
 def _pairs(from_: str | None, to: str | None, pair: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -183,9 +255,12 @@ def _shape_option(value: str | None) -> tuple[int, ...] | None:
     if not value:
         return None
     try:
-        return tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+        dims = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
     except ValueError as exc:
         raise UsageProblem(f"--input-shape {value}: expected integers like 28,28,1") from exc
+    if not dims or any(d < 1 for d in dims):
+        raise UsageProblem(f"--input-shape {value}: every dimension must be a positive integer, e.g. 28,28,1")
+    return dims
 
 
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -198,15 +273,15 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--random",
             "random_",
-            type=int,
+            type=click.IntRange(min=1),
             default=4,
             show_default=True,
             help="Without --input: N seeded random samples.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for --random."),
         click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions."),
         click.option("--samples", metavar="START:STOP", help="Use only these samples of the input."),
-        click.option("--batch-size", type=int, help="Use only the first N samples."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Use only the first N samples."),
         click.option(
             "--loss",
             default="sum",
@@ -270,6 +345,7 @@ def grad(
     stage1,
     stage2,
     through,
+    max_memory,
     fmt,
     output,
     save_npz,
@@ -288,37 +364,42 @@ def grad(
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2 --stage2 seed --through
     """
     from gradinspect.gradients import inspect_gradients
+    from gradinspect.limits import memory_limit
 
     pairs = _pairs(from_, to, pair)
     if not pairs and not all_layers:
         raise UsageProblem("choose layers: --from A --to B, --pair A:B or --all")
+    data = _data(data_options_values)
+    reads = _reads(model, custom_objects=custom_objects, inputs=data["inputs"], target=data["target"])
     if save_npz and os.path.exists(save_npz) and not force:
         raise UsageProblem(f"--save-npz {save_npz}: the file exists; pass --force to overwrite it")
+    npz_dest = _destination(save_npz, "--save-npz", reads)
+    dest = _destination(output, "--output", reads)
     _unsafe_notice(unsafe)
-    data = _data(data_options_values)
-    report = inspect_gradients(
-        model,
-        data.pop("inputs"),
-        pairs,
-        all_layers=all_layers,
-        custom_objects=custom_objects,
-        unsafe=unsafe,
-        stage1=stage1,
-        stage2=stage2,
-        through=through,
-        **data,
-    )
-    if save_npz:
-        import io
+    with memory_limit(max_memory):
+        report = inspect_gradients(
+            model,
+            data.pop("inputs"),
+            pairs,
+            all_layers=all_layers,
+            custom_objects=custom_objects,
+            unsafe=unsafe,
+            stage1=stage1,
+            stage2=stage2,
+            through=through,
+            **data,
+        )
+    _emit(report, fmt, dest, ((npz_dest, _npz_bytes(report.arrays) if npz_dest else b""),))
 
-        import numpy as np
 
-        from gradinspect.output import atomic_write
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    import io
 
-        buf = io.BytesIO()
-        np.savez(buf, **report.arrays)
-        atomic_write(save_npz, buf.getvalue(), option="--save-npz")
-    _emit(report, fmt, output)
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -361,6 +442,7 @@ def check(
     write_baseline,
     baseline,
     rtol,
+    max_memory,
     fmt,
     output,
     **data_options_values: Any,
@@ -378,9 +460,18 @@ def check(
       gradinspect check model.keras --write-baseline grads.json
       gradinspect check model.keras --baseline grads.json --rtol 0.01
     """
-    from gradinspect.checks import Rules
+    from gradinspect.checks import Rules, baseline_json, read_baseline
     from gradinspect.checks import check as run_check
+    from gradinspect.limits import memory_limit
 
+    data = _data(data_options_values)
+    reads = _reads(
+        model, custom_objects=custom_objects, inputs=data["inputs"], target=data["target"], baseline=baseline
+    )
+    if baseline is not None:
+        read_baseline(baseline)  # a missing or malformed baseline fails before any work
+    baseline_dest = _destination(write_baseline, "--write-baseline", reads)
+    dest = _destination(output, "--output", reads)
     _unsafe_notice(unsafe)
     rules = Rules(
         allow_nonfinite=allow_nonfinite,
@@ -392,18 +483,17 @@ def check(
         baseline=baseline,
         rtol=rtol,
     )
-    data = _data(data_options_values)
-    report = run_check(
-        model,
-        data.pop("inputs"),
-        layers=_split(layer_list),
-        rules=rules,
-        write_baseline=write_baseline,
-        custom_objects=custom_objects,
-        unsafe=unsafe,
-        **data,
-    )
-    _emit(report, fmt, output)
+    with memory_limit(max_memory):
+        report = run_check(
+            model,
+            data.pop("inputs"),
+            layers=_split(layer_list),
+            rules=rules,
+            custom_objects=custom_objects,
+            unsafe=unsafe,
+            **data,
+        )
+    _emit(report, fmt, dest, ((baseline_dest, baseline_json(report.grad) if baseline_dest else ""),))
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
 
@@ -412,15 +502,47 @@ def check(
 @model_options
 @click.option("--layer", required=True, metavar="LAYER", help="The layer whose gradients are verified.")
 @click.option("--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset].")
-@click.option("--random", "random_", type=int, default=4, show_default=True, help="Without --input: N random samples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random and for choosing entries.")
+@click.option(
+    "--random",
+    "random_",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Without --input: N random samples.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed for --random and for choosing entries.",
+)
 @click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions.")
-@click.option("--batch-size", type=int, help="Use only the first N samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Use only the first N samples.")
 @click.option("--loss", default="sum", show_default=True, help="Loss spec, as for `grad`.")
 @click.option("--target", metavar="FILE", help="Targets for a Keras loss.")
-@click.option("--samples", "entries", type=int, default=10, show_default=True, help="Entries checked per variable.")
-@click.option("--eps", type=float, default=1e-6, show_default=True, help="Finite-difference step (float64).")
-@click.option("--tol", type=float, default=1e-6, show_default=True, help="Allowed max |tape - fd| / max(1, |fd|).")
+@click.option(
+    "--samples",
+    "entries",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Entries checked per variable.",
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-6,
+    show_default=True,
+    help="Finite-difference step (float64).",
+)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0),
+    default=1e-6,
+    show_default=True,
+    help="Allowed max |tape - fd| / max(1, |fd|).",
+)
 @output_options(("table", "json"))
 @click.pass_context
 def verify(
@@ -439,6 +561,7 @@ def verify(
     entries,
     eps,
     tol,
+    max_memory,
     fmt,
     output,
 ) -> None:
@@ -453,10 +576,12 @@ def verify(
     Example:
       gradinspect verify model.keras --layer my_layer --custom-objects layers.py
     """
+    from gradinspect.limits import memory_limit
     from gradinspect.verification import verify as run_verify
 
+    dest = _destination(output, "--output", _reads(model, custom_objects=custom_objects, inputs=input_, target=target))
     _unsafe_notice(unsafe)
-    with _progress("finite differences") as progress:
+    with memory_limit(max_memory), _progress("finite differences") as progress:
         report = run_verify(
             model,
             layer,
@@ -474,6 +599,6 @@ def verify(
             batch_size=batch_size,
             progress=progress,
         )
-    _emit(report, fmt, output)
+    _emit(report, fmt, dest)
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)

@@ -49,6 +49,14 @@ class UsageProblem(GradinspectError):
     """Options that do not fit together or a malformed option value, found by a command."""
 
 
+class UnreadableFileError(GradinspectError):
+    """A path that is not a regular file (a FIFO, a device, a directory) or cannot be opened."""
+
+
+class ResourceLimitError(GradinspectError):
+    """A file asks for more memory or disk than ``--max-memory`` allows."""
+
+
 class CheckFailed(GradinspectError):
     """A checking command ran and one of its rules failed."""
 

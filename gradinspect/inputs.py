@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradinspect.errors import InputDataError
+from gradinspect import limits
+from gradinspect.errors import InputDataError, ResourceLimitError
 from gradinspect.report import InputSpec
 
 # Refuse --random requests that would need more than this, before allocating anything.
@@ -31,37 +34,90 @@ class Batch:
 
 
 def read_arrays(spec: str, names: list[str]) -> dict[str, np.ndarray]:
-    """Arrays from ``spec`` (a path, or ``file.h5:dataset``), keyed by input name."""
+    """Arrays from ``spec`` (a path, or ``file.h5:dataset``), keyed by input name.
+
+    Only regular files are read, and every array's size is known from its header before it is
+    read: the total is bounded by :func:`limits.max_memory`.
+    """
     path_str, _, dataset = (
         spec.partition(":") if spec.lower().split(":")[0].endswith((".h5", ".hdf5")) else (spec, "", "")
     )
     p = Path(path_str)
-    if not p.is_file():
-        raise InputDataError(f"--input {spec}: no such file")
+    if not p.exists():
+        raise InputDataError(f"{_label(spec)}: no such file")
     suffix = p.suffix.lower()
+    if suffix not in (".npy", ".npz", ".csv", ".json", ".h5", ".hdf5"):
+        raise InputDataError(f"{_label(spec)}: unsupported file type {suffix!r}; use .npy, .npz, .csv, .json or .h5")
+    budget = limits.max_memory()
+    fd = limits.open_regular(p, _label(spec))
     try:
-        if suffix == ".npy":
-            return _keyed([np.load(p, allow_pickle=False)], names, spec)
-        if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-            return _from_mapping(data, names, spec)
-        if suffix == ".csv":
-            return _keyed([_read_csv(p)], names, spec)
-        if suffix == ".json":
-            return _from_json(json.loads(p.read_text()), names, spec)
-        if suffix in (".h5", ".hdf5"):
-            return _from_h5(p, dataset, names, spec)
-    except InputDataError:
+        with os.fdopen(fd, "rb") as fh:
+            if suffix == ".npy":
+                return _keyed([_read_npy(fh, budget, spec)], names, spec)
+            if suffix == ".npz":
+                return _from_mapping(_read_npz(fh, budget, spec), names, spec)
+            # Text is parsed into float64 (8 bytes for as little as 2 characters) or Python objects.
+            size = os.fstat(fh.fileno()).st_size
+            limits.ensure_within(size * (4 if suffix == ".csv" else 16), budget, f"{_label(spec)}: parsing the file")
+            if suffix == ".csv":
+                return _keyed([_read_csv(fh)], names, spec)
+            if suffix == ".json":
+                return _from_json(json.loads(fh.read()), names, spec)
+            return _from_h5(fh, p, dataset, names, spec, budget)
+    except (InputDataError, ResourceLimitError):
         raise
+    except RecursionError:
+        raise InputDataError(f"{_label(spec)}: the data is nested too deeply to be an array") from None
     except Exception as exc:  # numpy, zipfile, json and h5py raise many kinds on malformed files
-        raise InputDataError(f"--input {spec}: cannot read the data ({type(exc).__name__}: {_short(exc)})") from exc
-    raise InputDataError(f"--input {spec}: unsupported file type {suffix!r}; use .npy, .npz, .csv, .json or .h5")
+        raise InputDataError(f"{_label(spec)}: cannot read the data ({type(exc).__name__}: {_short(exc)})") from exc
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def _label(spec: str) -> str:
+    return spec if spec.startswith("--") else f"--input {spec}"
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise InputDataError(f"the .npy format version {version} is not supported; save with numpy.save")
+    shape, fortran, dtype = readers[version](fh)
+    if dtype.hasobject:
+        raise InputDataError("the array holds Python objects (pickles), which are never loaded")
+    return shape, fortran, dtype
+
+
+def _read_npy(fh: Any, budget: int, spec: str) -> np.ndarray:
+    start = fh.tell()
+    shape, _, dtype = _npy_header(fh)
+    limits.ensure_within(math.prod(shape) * dtype.itemsize, budget, f"{_label(spec)}: the array {shape}")
+    fh.seek(start)
+    return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def _read_npz(fh: Any, budget: int, spec: str) -> dict[str, np.ndarray]:
+    import zipfile
+
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(fh) as zf:
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+        if len(infos) > limits.MAX_MEMBERS:
+            raise InputDataError(f"{_label(spec)}: {len(infos):,} arrays; more than gradinspect reads")
+        need = 0
+        for info in infos:
+            with zf.open(info) as member:
+                shape, _, dtype = _npy_header(member)
+            need += math.prod(shape) * dtype.itemsize
+            limits.ensure_within(need, budget, f"{_label(spec)}: the arrays it declares")
+        for info in infos:
+            with zf.open(info) as member:
+                out[info.filename[: -len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+    return out
 
 
 def _keyed(arrays: list[np.ndarray], names: list[str], spec: str) -> dict[str, np.ndarray]:
@@ -90,17 +146,17 @@ def _from_mapping(data: dict[str, Any], names: list[str], spec: str) -> dict[str
     return {n: np.asarray(data[n]) for n in names}
 
 
-def _read_csv(p: Path) -> np.ndarray:
-    with open(p) as fh:
-        first = fh.readline()
+def _read_csv(fh: Any) -> np.ndarray:
+    text = io.TextIOWrapper(fh, encoding="utf-8")
+    first = text.readline()
     cells = [c.strip() for c in first.split(",")]
     skip = 0
     try:
         [float(c) for c in cells if c]
     except ValueError:
         skip = 1  # a header row
-    data = np.loadtxt(p, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2)
-    return data
+    text.seek(0)
+    return np.loadtxt(text, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2)
 
 
 def _from_json(obj: Any, names: list[str], spec: str) -> dict[str, np.ndarray]:
@@ -111,21 +167,37 @@ def _from_json(obj: Any, names: list[str], spec: str) -> dict[str, np.ndarray]:
     raise InputDataError(f"--input {spec}: JSON must be nested lists or an object keyed by input name")
 
 
-def _from_h5(p: Path, dataset: str, names: list[str], spec: str) -> dict[str, np.ndarray]:
+def _from_h5(fh: Any, p: Path, dataset: str, names: list[str], spec: str, budget: int) -> dict[str, np.ndarray]:
     import h5py
 
-    with h5py.File(p, "r") as h5:
+    with h5py.File(fh, "r") as h5:
         if dataset:
-            if dataset not in h5:
-                raise InputDataError(f"--input {spec}: no dataset {dataset!r} in {p}")
-            return _keyed([h5[dataset][()]], names, spec)
-        found: dict[str, Any] = {}
-        h5.visititems(lambda n, o: found.setdefault(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    if not found:
-        raise InputDataError(f"--input {spec}: the HDF5 file holds no dataset")
-    if len(found) == 1 or len(names) > 1:
-        return _from_mapping(found, names, spec)
-    raise InputDataError(f"--input {spec}: the file holds {len(found)} datasets; name one as {p}:DATASET")
+            if not isinstance(h5.get(dataset), h5py.Dataset):
+                raise InputDataError(f"{_label(spec)}: no dataset {dataset!r} in {p}")
+            chosen = {dataset: h5[dataset]}
+        else:
+            found: dict[str, Any] = {}
+
+            def collect(name: str, obj: Any) -> None:
+                # visititems stops at the first non-None return value: return nothing.
+                if isinstance(obj, h5py.Dataset):
+                    found[name] = obj
+
+            h5.visititems(collect)
+            if not found:
+                raise InputDataError(f"{_label(spec)}: the HDF5 file holds no dataset")
+            if len(found) > 1 and len(names) == 1:
+                raise InputDataError(
+                    f"{_label(spec)}: the file holds {len(found)} datasets ({', '.join(sorted(found)[:5])}); "
+                    f"name one as {p}:DATASET"
+                )
+            chosen = found
+        need = sum(math.prod(d.shape or ()) * d.dtype.itemsize for d in chosen.values())
+        limits.ensure_within(need, budget, f"{_label(spec)}: the datasets it declares")
+        arrays = {k: d[()] for k, d in chosen.items()}
+    if dataset:
+        return _keyed([arrays[dataset]], names, spec)
+    return _from_mapping(arrays, names, spec)
 
 
 def random_arrays(

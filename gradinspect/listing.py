@@ -6,25 +6,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gradinspect.custom_objects import load_custom_objects, registered_names
-from gradinspect.formats import ModelFormat, ensure_safe, read_artifact
-from gradinspect.loading import LoadedModel, load_artifact
-from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo, Signature, VariableInfo
+from gradinspect.formats import ModelFormat
+from gradinspect.loading import LoadedModel, load_artifact, open_artifact
+from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
+from gradinspect.savedmodel_static import static_savedmodel_layers
 from gradinspect.structure import has_layer_structure, static_layers
 
 
 def list_layers(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LayersReport:
-    """List a model's layers. `.keras`/`.h5` Sequential and Functional models are read without
-    TensorFlow; subclassed models and SavedModels are loaded (after the safety scan)."""
-    artifact = read_artifact(path)
-    objects = load_custom_objects(custom_objects)
-    ensure_safe(artifact, registered_names(objects), unsafe)
+    """List a model's layers. `.keras`/`.h5` Sequential and Functional models and SavedModels without
+    Keras metadata are read without TensorFlow; subclassed models and tf.keras SavedModels are loaded
+    (after the safety scans)."""
+    artifact, objects = open_artifact(path, custom_objects, unsafe)
     if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
         return static_layers(artifact)
-    loaded = load_artifact(artifact, objects, unsafe)
-    if loaded.loader == "tf.saved_model":
-        return savedmodel_layers(loaded)
-    return live_layers(loaded)
+    if artifact.format is ModelFormat.SAVEDMODEL:
+        return static_savedmodel_layers(artifact)
+    return live_layers(load_artifact(artifact, objects, unsafe))
 
 
 def _size(shape: Any) -> int:
@@ -125,57 +123,3 @@ def savedmodel_variables(obj: Any) -> list[Any]:
         if isinstance(node, tf.Variable):
             seen.setdefault((node.name, tuple(node.shape.as_list())), node)
     return list(seen.values())
-
-
-def savedmodel_layers(loaded: LoadedModel) -> LayersReport:
-    """Signatures and variables (grouped by name scope) of a SavedModel without Keras metadata."""
-    obj = loaded.model
-    signatures: list[Signature] = []
-    for key, fn in sorted(getattr(obj, "signatures", {}).items()):
-        _, kwargs = fn.structured_input_signature
-        ins = tuple(
-            InputSpec(name, _shape(spec.shape), _dtype_name(spec.dtype)) for name, spec in sorted(kwargs.items())
-        )
-        outs_struct = fn.structured_outputs
-        outs = (
-            tuple(
-                InputSpec(name, _shape(spec.shape), _dtype_name(spec.dtype))
-                for name, spec in sorted(outs_struct.items())
-            )
-            if isinstance(outs_struct, dict)
-            else ()
-        )
-        signatures.append(Signature(key, ins, outs))
-    groups: dict[str, list[VariableInfo]] = {}
-    for var in savedmodel_variables(obj):
-        name = var.name.split(":")[0]
-        scope, _, leaf = name.rpartition("/")
-        groups.setdefault(scope or "(root)", []).append(
-            VariableInfo(leaf, tuple(var.shape.as_list()), var.dtype.name, bool(var.trainable))
-        )
-    rows = []
-    for scope, variables in groups.items():
-        params = sum(_size(v.shape) for v in variables)
-        trainable = sum(_size(v.shape) for v in variables if v.trainable)
-        rows.append(
-            LayerRow(
-                scope,
-                "(name scope)",
-                None,
-                params,
-                trainable,
-                any(v.trainable for v in variables),
-                0,
-                variables=tuple(variables),
-            )
-        )
-    default = next((s for s in signatures if s.key == "serving_default"), signatures[0] if signatures else None)
-    info = ModelInfo(
-        str(loaded.artifact.path),
-        loaded.artifact.format.value,
-        None,
-        default.inputs if default else (),
-        loader=loaded.loader,
-    )
-    total = sum(r.params for r in rows)
-    return LayersReport(info, tuple(rows), total, sum(r.trainable_params for r in rows), tuple(signatures))

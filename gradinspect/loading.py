@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradinspect import limits
 from gradinspect.custom_objects import load_custom_objects, registered_names
-from gradinspect.errors import ModelLoadError
-from gradinspect.formats import Artifact, ModelFormat, ensure_safe, read_artifact
+from gradinspect.errors import ModelFileError, ModelLoadError
+from gradinspect.formats import Artifact, ModelFormat, read_artifact
+from gradinspect.graphscan import scan_savedmodel
+from gradinspect.scan import ensure_safe
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,63 @@ class LoadedModel:
 
 def load_model(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LoadedModel:
     """Read, scan and load ``path``. Raises a GradinspectError subclass for every expected failure."""
-    artifact = read_artifact(path)
+    artifact, objects = open_artifact(path, custom_objects, unsafe)
+    return load_artifact(artifact, objects, unsafe)
+
+
+def open_artifact(
+    path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False
+) -> tuple[Artifact, dict[str, Any]]:
+    """Copy ``path`` privately, read it and run every check that comes before a loader may see it.
+
+    The config scan (allow-listed classes, functions and op layers), the graph scan of a
+    SavedModel (allow-listed ops) and the resource bounds (declared parameters, weight datasets,
+    variables) all run on the private copy that the loader will read. Returns the artifact and
+    the user's custom objects.
+    """
+    limit = limits.max_memory()
+    artifact = read_artifact(path, limit)
     objects = load_custom_objects(custom_objects)
     ensure_safe(artifact, registered_names(objects), unsafe)
-    return load_artifact(artifact, objects, unsafe)
+    variable_bytes = 0
+    if artifact.format in (ModelFormat.SAVEDMODEL, ModelFormat.SAVEDMODEL_KERAS):
+        variable_bytes = scan_savedmodel(artifact.source, artifact.path, unsafe).variable_bytes
+    _ensure_affordable(artifact, variable_bytes, limit)
+    return artifact, objects
+
+
+def _ensure_affordable(artifact: Artifact, variable_bytes: int, limit: int) -> None:
+    """Refuse a model whose weights, and their gradients, would not fit in ``limit`` bytes."""
+    # float32 weights plus a gradient of the same size for each.
+    declared = 2 * 4 * limits.declared_parameters(artifact.config) if artifact.config else 0
+    limits.ensure_within(
+        declared, limit, f"{artifact.path}: the layers its config declares (an estimate from their sizes)"
+    )
+    limits.ensure_within(2 * variable_bytes, limit, f"{artifact.path}: the variables of the SavedModel")
+    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5):
+        stored = _stored_weight_bytes(artifact)
+        limits.ensure_within(stored, limit, f"{artifact.path}: the weight arrays it stores")
+
+
+def _stored_weight_bytes(artifact: Artifact) -> int:
+    """Declared bytes of the weight datasets (an HDF5 dataset can declare terabytes in a few bytes)."""
+    import zipfile
+
+    import h5py
+
+    try:
+        if artifact.format is ModelFormat.KERAS:
+            with zipfile.ZipFile(artifact.source) as zf:
+                if "model.weights.h5" not in zf.namelist():
+                    return 0
+                with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
+                    return limits.h5_dataset_bytes(h5)
+        with h5py.File(artifact.source, "r") as h5:
+            return limits.h5_dataset_bytes(h5)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(
+            f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
+        ) from exc
 
 
 def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
@@ -67,7 +123,7 @@ def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> 
 
     try:
         with _silenced():
-            obj = tf.saved_model.load(str(artifact.path))
+            obj = tf.saved_model.load(str(artifact.source))
     except Exception as exc:
         raise ModelLoadError(f"{artifact.path}: TensorFlow could not load the SavedModel: {_first_line(exc)}") from exc
     return LoadedModel(obj, artifact, "tf.saved_model")
@@ -133,7 +189,7 @@ def _keras3(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Any:
 
     with _silenced():
         return keras.saving.load_model(
-            str(artifact.path), custom_objects=objects or None, compile=False, safe_mode=not unsafe
+            str(artifact.source), custom_objects=objects or None, compile=False, safe_mode=not unsafe
         )
 
 
@@ -142,7 +198,7 @@ def _tf_keras(artifact: Artifact, objects: dict[str, Any]) -> Any:
     import tf_keras
 
     with _silenced():
-        return tf_keras.models.load_model(str(artifact.path), custom_objects=objects or None, compile=False)
+        return tf_keras.models.load_model(str(artifact.source), custom_objects=objects or None, compile=False)
 
 
 def quiet_tensorflow(*modules: str) -> None:

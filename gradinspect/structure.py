@@ -89,14 +89,14 @@ def _weights(artifact: Artifact) -> Iterator[Any]:
 
     try:
         if artifact.format is ModelFormat.KERAS:
-            with zipfile.ZipFile(artifact.path) as zf:
+            with zipfile.ZipFile(artifact.source) as zf:
                 if "model.weights.h5" not in zf.namelist():
                     yield None
                     return
                 with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
                     yield h5
         else:
-            with h5py.File(artifact.path, "r") as h5:
+            with h5py.File(artifact.source, "r") as h5:
                 yield h5.get("model_weights", h5)
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelFileError(

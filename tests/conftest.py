@@ -74,6 +74,20 @@ def edited_keras_copy(dst: Path, edit, src: Path = SAMPLES / "mlp.keras") -> Pat
     return dst
 
 
+def edited_h5_copy(dst: Path, edit, src: Path) -> Path:
+    """A copy of a legacy `.h5` model whose `model_config` went through ``edit(config)``."""
+    import json
+
+    import h5py
+
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as h5:
+        cfg = json.loads(h5.attrs["model_config"])
+        edit(cfg)
+        h5.attrs["model_config"] = json.dumps(cfg)
+    return dst
+
+
 def run_cli(*args: str):
     """Run the real Click command in-process; stdout and stderr are kept apart."""
     from gradinspect.cli import main

@@ -515,7 +515,7 @@ def test_one_forward_and_one_backward_for_all_pairs(monkeypatch):
         (["--from", "dense_1", "--to", "dense_2", "--loss", "nope"], "--loss nope: unknown loss"),
         (["--from", "dense_1", "--to", "dense_2", "--loss", "mse"], "give --target FILE"),
         (["--from", "dense_1", "--to", "dense_2", "--loss", "unit:7"], "the output has 1 units"),
-        (["--from", "dense_1", "--to", "dense_2", "--random", "0"], "--random 0"),
+        (["--from", "dense_1", "--to", "dense_2", "--random", "0"], "'--random': 0 is not in the range x>=1"),
         (["--from", "dense_1", "--to", "dense_2", "--samples", "5:9"], "selects no samples"),
         (["--from", "dense_1", "--to", "dense_2", "--input-shape", "a,b"], "--input-shape a,b"),
         (["--from", "dense_1", "--to", "dense_2", "--random", "100000000000"], "GiB"),

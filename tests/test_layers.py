@@ -117,7 +117,7 @@ def test_mlp_has_the_documented_layers():
     }
 
 
-def test_layers_never_imports_tensorflow_for_keras_and_h5():
+def test_layers_never_imports_tensorflow_for_keras_h5_and_plain_savedmodels():
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
@@ -131,13 +131,41 @@ def test_layers_never_imports_tensorflow_for_keras_and_h5():
         "print(len(heavy), heavy[:3])\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(SAMPLES / "mlp.keras"), str(SAMPLES / "mlp.h5"), str(SAMPLES / "cnn.keras")],
+        [sys.executable, "-c", code, *(str(SAMPLES / m) for m in ("mlp.keras", "mlp.h5", "cnn.keras", "mlp_export"))],
         capture_output=True,
         text=True,
         cwd=REPO,
         check=True,
     )
     assert out.stdout.strip() == "0 []"
+
+
+@pytest.mark.parametrize("name", ["mlp_export", "half_plus_two"])
+def test_static_savedmodel_listing_matches_what_tensorflow_restores(keras, real_models, name):
+    """Signatures and variables read from the protobuf equal those of the object tf.saved_model.load restores."""
+    import tensorflow as tf
+
+    path = SAMPLES / name if name == "mlp_export" else real_models / "savedmodel_tf2_half_plus_two"
+    data, _ = _listed_rows(path)
+    assert data["model"]["loader"] == "static (no TensorFlow)"
+    restored = tf.saved_model.load(str(path))
+    want_sigs = {}
+    for key, fn in restored.signatures.items():
+        _, kwargs = fn.structured_input_signature
+        want_sigs[key] = sorted((k, spec.shape.as_list(), spec.dtype.name) for k, spec in kwargs.items())
+    got_sigs = {s["key"]: sorted((i["name"], i["shape"], i["dtype"]) for i in s["inputs"]) for s in data["signatures"]}
+    assert got_sigs == want_sigs
+    want_vars = {
+        (v.name.split(":")[0], tuple(v.shape.as_list()), bool(v.trainable))
+        for v in tf.train.TrackableView(restored).descendants()
+        if isinstance(v, tf.Variable)
+    }
+    got_vars = {
+        (v["name"] if r["name"] == "(root)" else f"{r['name']}/{v['name']}", tuple(v["shape"]), v["trainable"])
+        for r in data["layers"]
+        for v in r["variables"]
+    }
+    assert got_vars == want_vars
 
 
 def test_savedmodel_with_keras_metadata(keras):

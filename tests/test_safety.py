@@ -142,7 +142,8 @@ def test_custom_objects_file_that_fails_to_import(tmp_path, custom_model):
 def test_scan_flags_module_outside_keras_without_tensorflow():
     from pathlib import Path
 
-    from gradinspect.formats import Artifact, ModelFormat, scan_config
+    from gradinspect.formats import Artifact, ModelFormat
+    from gradinspect.scan import scan_config
 
     config = {
         "class_name": "Functional",

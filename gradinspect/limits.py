@@ -1,0 +1,206 @@
+"""Resource bounds: what a file may make gradinspect read, allocate or copy, checked before it happens.
+
+One limit, ``--max-memory`` (default: half of physical memory), bounds the bytes a model's
+declared parameters, its weight datasets, an archive's members and the user's input arrays may
+take. Sizes are known before reading: zip members and SavedModel files from the directory,
+arrays from their headers, parameters from the config. Only regular files are opened, without
+blocking, so a FIFO or a device (``/dev/zero``) is refused instead of hanging or reading forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gradinspect.errors import ResourceLimitError, UnreadableFileError, UsageProblem
+
+# Fixed bounds for files that are never large in a healthy artifact.
+MAX_JSON_MEMBER = 64 * 1024**2  # config.json, model_config, keras_metadata.pb
+MAX_SMALL_MEMBER = 1024**2  # metadata.json
+MAX_MEMBERS = 10_000  # zip members or SavedModel files
+MAX_TEXT_FILE = 64 * 1024**2  # --baseline, --custom-objects
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory (8 GiB when the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+def default_max_memory() -> int:
+    """Half of physical memory: room for the model, its gradients and TensorFlow itself."""
+    return physical_memory() // 2
+
+
+_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("gradinspect_max_memory", default=None)
+
+
+def max_memory() -> int:
+    """The limit in force: the innermost :func:`memory_limit`, else :func:`default_max_memory`."""
+    value = _LIMIT.get()
+    return value if value is not None else default_max_memory()
+
+
+@contextlib.contextmanager
+def memory_limit(n_bytes: int | None) -> Iterator[None]:
+    """Run a block with ``--max-memory`` set to ``n_bytes`` (None: the default)."""
+    token = _LIMIT.set(n_bytes)
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
+
+
+def parse_size(text: str) -> int:
+    """``"8G"``, ``"512M"``, ``"1.5g"``, ``"1000000"`` as bytes (binary units); raise UsageProblem."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise UsageProblem(f"--max-memory {text}: expected a size such as 8G, 512M or 1000000 (bytes)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def human(n: float) -> str:
+    """Bytes for people: ``6.0 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def ensure_within(need: int, limit: int, what: str) -> None:
+    """Raise ResourceLimitError when ``need`` bytes exceed ``limit``; ``what`` says who asks."""
+    if need > limit:
+        raise ResourceLimitError(
+            f"{what}: {human(need)} needed, more than the limit of {human(limit)}; "
+            "pass --max-memory SIZE to raise the limit if you trust the file"
+        )
+
+
+def open_regular(path: str | Path, what: str) -> int:
+    """Open ``path`` for reading as a file descriptor, refusing anything but a regular file.
+
+    O_NONBLOCK keeps a FIFO from hanging the open; the check is made on the opened descriptor,
+    so a file swapped for a FIFO or device after an earlier look is refused too.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UnreadableFileError(f"{what}: no such file") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"{what}: cannot open the file ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise UnreadableFileError(f"{what}: {kind}; give a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(path: str | Path, limit: int, what: str) -> bytes:
+    """The whole content of the regular file ``path``, refused when larger than ``limit`` bytes."""
+    fd = open_regular(path, what)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise ResourceLimitError(f"{what}: the file is {human(size)}, more than the {human(limit)} allowed")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ResourceLimitError(f"{what}: the file grew past the {human(limit)} allowed while being read")
+    return data
+
+
+def h5_dataset_bytes(group: Any) -> int:
+    """Declared bytes of every dataset below an open h5py group, from the headers (nothing is read)."""
+    import h5py
+
+    total = 0
+
+    def add(_name: str, obj: Any) -> None:
+        nonlocal total
+        if isinstance(obj, h5py.Dataset):
+            total += _size(obj.shape) * obj.dtype.itemsize
+
+    group.visititems(add)
+    return total
+
+
+def _size(shape: Any) -> int:
+    return math.prod(int(d) for d in shape) if shape else 1
+
+
+# --- parameters a config declares ------------------------------------------------------------
+# Keras allocates every variable while it builds a layer, before any weight is read, so a small
+# config can ask for terabytes. The estimate bounds each layer's parameters by its size
+# hyperparameters and the widest feature dimension the model declares anywhere.
+_WIDTH_KEYS = ("units", "filters", "output_dim")
+
+
+def declared_parameters(config: Any) -> int:
+    """An upper estimate of the parameters the layers in ``config`` would allocate when built."""
+    layers = list(_layer_configs(config))
+    width = max([1, *(_width(cls, cfg) for cls, cfg in layers)])
+    return sum(_layer_params(cls, cfg, width) for cls, cfg in layers)
+
+
+def _layer_configs(node: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _layer_configs(item)
+    elif isinstance(node, dict):
+        if isinstance(node.get("class_name"), str) and isinstance(node.get("config"), dict):
+            yield node["class_name"], node["config"]
+        for value in node.values():
+            yield from _layer_configs(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
+
+
+def _ints(value: Any) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [_int(v) for v in value]
+    return [_int(value)]
+
+
+def _width(cls: str, cfg: dict[str, Any]) -> int:
+    dims = [_int(cfg.get(k)) for k in _WIDTH_KEYS]
+    dims.append(_int(cfg.get("num_heads")) * max(_int(cfg.get("key_dim")), _int(cfg.get("value_dim"))))
+    for key in ("batch_shape", "batch_input_shape"):
+        shape = cfg.get(key)
+        if isinstance(shape, list) and shape:
+            dims.append(_int(shape[-1]))
+    return max(dims)
+
+
+def _layer_params(cls: str, cfg: dict[str, Any], width: int) -> int:
+    units = max(_int(cfg.get("units")), _int(cfg.get("filters")))
+    kernel = math.prod(v for v in _ints(cfg.get("kernel_size", 1)) if v) or 1
+    params = 0
+    if units:
+        gates = 4 if "LSTM" in cls else 3 if "GRU" in cls else 1
+        recurrent = units if gates > 1 or "RNN" in cls else 0
+        params = gates * units * (width * kernel + recurrent + 1)
+    if _int(cfg.get("input_dim")) and _int(cfg.get("output_dim")):
+        params += _int(cfg.get("input_dim")) * _int(cfg.get("output_dim"))
+    heads = _int(cfg.get("num_heads"))
+    if heads:
+        params += 4 * heads * max(_int(cfg.get("key_dim")), _int(cfg.get("value_dim")), 1) * width
+    if _int(cfg.get("depth_multiplier")):
+        params += _int(cfg.get("depth_multiplier")) * kernel * width
+    return params

@@ -1,0 +1,130 @@
+"""A private, read-only copy of a model artifact: the bytes that are scanned are the bytes that are loaded.
+
+Loaders run seconds after the scan (TensorFlow takes that long to import); a file swapped in
+between would load unscanned. So the artifact is copied once, from descriptors opened on
+regular files only, into a fresh 0700 temporary directory, and everything afterwards (reading
+the config, the scan, the loaders) reads the copy. A ``.keras`` archive is rewritten with only
+the members Keras reads, each bounded by its declared size, so Keras never extracts more than
+was checked. The directory is removed when the snapshot is garbage collected or at exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradinspect import limits
+from gradinspect.errors import ModelFileError
+
+_ZIP_MAGIC = b"PK\x03\x04"
+# The members Keras 3 reads from a .keras archive; anything else is left behind.
+_KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5", "model.weights.npz")
+# fingerprint.pb is only an identity check; a corrupt one makes TensorFlow print a traceback.
+_SKIPPED_SAVEDMODEL_FILES = frozenset({"fingerprint.pb"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``local`` is the private copy of the artifact; ``workspace`` keeps its directory alive."""
+
+    local: Path
+    workspace: Any = field(repr=False, compare=False)
+
+
+def snapshot(path: Path, max_bytes: int) -> Snapshot:
+    """Copy the file or SavedModel directory at ``path`` into a private temporary directory."""
+    workspace = tempfile.TemporaryDirectory(prefix="gradinspect-")
+    local = Path(workspace.name) / (path.name or "model")
+    try:
+        if path.is_dir() and not path.is_symlink():
+            _copy_tree(path, local, max_bytes)
+        else:
+            _copy_file(path, local, max_bytes)
+    except BaseException:
+        workspace.cleanup()
+        raise
+    return Snapshot(local, workspace)
+
+
+def _copy_file(src: Path, dst: Path, max_bytes: int) -> None:
+    fd = limits.open_regular(src, str(src))
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        limits.ensure_within(size, max_bytes, f"{src}: the file")
+        head = fh.read(4)
+        fh.seek(0)
+        if src.suffix.lower() == ".keras" and head == _ZIP_MAGIC:
+            _rewrite_keras(fh, src, dst, max_bytes)
+        else:
+            _copy_stream(fh, dst, max_bytes, src)
+
+
+def _copy_stream(fh: Any, dst: Path, max_bytes: int, src: Path) -> None:
+    copied = 0
+    with open(dst, "xb") as out:
+        while chunk := fh.read(1 << 20):
+            copied += len(chunk)
+            limits.ensure_within(copied, max_bytes, f"{src}: the file")
+            out.write(chunk)
+    os.chmod(dst, stat.S_IRUSR)
+
+
+def _rewrite_keras(fh: Any, src: Path, dst: Path, max_bytes: int) -> None:
+    try:
+        with zipfile.ZipFile(fh) as zin:
+            infos = zin.infolist()
+            if len(infos) > limits.MAX_MEMBERS:
+                raise ModelFileError(f"{src}: the archive has {len(infos):,} members; a .keras file has a handful")
+            keep = [i for i in infos if i.filename in _KERAS_MEMBERS or i.filename.startswith("assets/")]
+            for info in keep:
+                if info.filename == "metadata.json":
+                    limits.ensure_within(info.file_size, limits.MAX_SMALL_MEMBER, f"{src}: metadata.json")
+                if info.filename == "config.json":
+                    limits.ensure_within(info.file_size, limits.MAX_JSON_MEMBER, f"{src}: config.json")
+            limits.ensure_within(sum(i.file_size for i in keep), max_bytes, f"{src}: the unpacked archive")
+            with zipfile.ZipFile(dst, "x", compression=zipfile.ZIP_STORED) as zout:
+                for info in keep:
+                    if info.is_dir():
+                        continue
+                    with zin.open(info) as member, zout.open(info.filename, "w", force_zip64=True) as out:
+                        shutil.copyfileobj(member, out, 1 << 20)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+        raise ModelFileError(
+            f"{src}: the .keras archive is truncated or corrupt ({exc}); re-save or re-download it"
+        ) from exc
+    except (NotImplementedError, RuntimeError) as exc:
+        # An unknown compression method or an encrypted member.
+        raise ModelFileError(f"{src}: the .keras archive cannot be read ({exc}); re-save it with Keras") from exc
+    os.chmod(dst, stat.S_IRUSR)
+
+
+def _copy_tree(src: Path, dst: Path, max_bytes: int) -> None:
+    total = count = 0
+    for root, dirs, files in os.walk(src, followlinks=False):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in dirs + files:
+            if (Path(root) / name).is_symlink():
+                raise ModelFileError(
+                    f"{src}: {rel / name} is a symbolic link; links are not followed, give a SavedModel of plain files"
+                )
+        for name in files:
+            if rel == Path(".") and name in _SKIPPED_SAVEDMODEL_FILES:
+                continue
+            count += 1
+            if count > limits.MAX_MEMBERS:
+                raise ModelFileError(
+                    f"{src}: more than {limits.MAX_MEMBERS:,} files; not a SavedModel gradinspect reads"
+                )
+            fd = limits.open_regular(Path(root) / name, f"{src}: {rel / name}")
+            with os.fdopen(fd, "rb") as fh:
+                total += os.fstat(fh.fileno()).st_size
+                limits.ensure_within(total, max_bytes, f"{src}: the SavedModel's files")
+                _copy_stream(fh, dst / rel / name, max_bytes, src)
