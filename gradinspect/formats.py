@@ -17,6 +17,9 @@ from gradinspect.snapshot import Snapshot, snapshot
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# What h5py raises on a corrupt file: OSError for unreadable blocks, RuntimeError and ValueError
+# from the HDF5 library's own checks (bad heaps, offsets past the end, unknown entry types).
+HDF5_ERRORS = (OSError, RuntimeError, ValueError)
 _EXPECTED = "expected a Keras 3 '.keras' file, a legacy '.h5'/'.hdf5' file or a TensorFlow SavedModel directory"
 
 
@@ -119,7 +122,7 @@ def _read_h5(p: Path, local: Path) -> Artifact:
         with h5py.File(local, "r") as h5:
             attrs = dict(h5.attrs)
             keys = set(h5.keys())
-    except OSError as exc:
+    except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the HDF5 file is truncated or corrupt ({exc}); re-save or re-download it") from exc
     raw = attrs.get("model_config")
     if raw is None:

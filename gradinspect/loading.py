@@ -19,7 +19,7 @@ from typing import Any
 from gradinspect import limits
 from gradinspect.custom_objects import load_custom_objects, registered_names
 from gradinspect.errors import ModelFileError, ModelLoadError
-from gradinspect.formats import Artifact, ModelFormat, read_artifact
+from gradinspect.formats import HDF5_ERRORS, Artifact, ModelFormat, read_artifact
 from gradinspect.graphscan import scan_savedmodel
 from gradinspect.scan import ensure_safe
 
@@ -94,7 +94,7 @@ def _stored_weight_bytes(artifact: Artifact) -> int:
                     return limits.h5_dataset_bytes(h5)
         with h5py.File(artifact.source, "r") as h5:
             return limits.h5_dataset_bytes(h5)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (*HDF5_ERRORS, zipfile.BadZipFile) as exc:
         raise ModelFileError(
             f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
         ) from exc

@@ -17,7 +17,7 @@ from typing import Any
 
 from gradinspect import shapes
 from gradinspect.errors import ModelFileError
-from gradinspect.formats import Artifact, ModelFormat
+from gradinspect.formats import HDF5_ERRORS, Artifact, ModelFormat
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -62,8 +62,13 @@ def static_layers(artifact: Artifact) -> LayersReport:
     assert artifact.config is not None and artifact.format in (ModelFormat.KERAS, ModelFormat.H5)
     with _weights(artifact) as weights:
         walker = _Walker(weights, artifact.format)
-        outputs, inputs = walker.walk_model(artifact.config, prefix="", depth=0, parent_trainable=True, container="")
-        del outputs
+        try:
+            _, inputs = walker.walk_model(artifact.config, prefix="", depth=0, parent_trainable=True, container="")
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            # The config is untrusted JSON: a missing key or a wrong type is a malformed file.
+            raise ModelFileError(
+                f"{artifact.path}: the model config is malformed ({type(exc).__name__}: {exc}); re-save the model"
+            ) from exc
     name = _model_name(artifact.config)
     info = ModelInfo(
         path=str(artifact.path),
@@ -98,7 +103,7 @@ def _weights(artifact: Artifact) -> Iterator[Any]:
         else:
             with h5py.File(artifact.source, "r") as h5:
                 yield h5.get("model_weights", h5)
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (*HDF5_ERRORS, zipfile.BadZipFile, EOFError) as exc:
         raise ModelFileError(
             f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
         ) from exc

@@ -213,3 +213,27 @@ def test_an_internal_bug_has_its_own_exit_status(monkeypatch, workdir):
     result = run_cli("layers", workdir / "m.keras")
     assert result.exit_code == 70
     assert result.stderr.startswith("Error: internal error (ZeroDivisionError: boom)") and "report" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["mlp.h5", "mlp.keras"])
+def test_corrupted_model_files_are_bad_input_never_a_bug(tmp_path, name):
+    """Seeded byte flips and truncations: HDF5's internal errors (RuntimeError, ValueError) are bad input too."""
+    import random
+
+    rng = random.Random(0)
+    original = (SAMPLES / name).read_bytes()
+    statuses = set()
+    for i in range(40):
+        data = bytearray(original)
+        if i % 3 == 0:
+            data = data[: rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randint(1, 20)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        path = tmp_path / f"m{i}{SAMPLES.joinpath(name).suffix}"
+        path.write_bytes(bytes(data))
+        result = run_cli("layers", path)
+        statuses.add(result.exit_code)
+        assert result.exit_code in (0, 2), result.stderr
+        assert "internal error" not in result.stderr and result.stderr.count("\n") <= 1, result.stderr
+    assert 2 in statuses
