@@ -41,12 +41,12 @@ def build(path: Path, size: int) -> None:
 def setup(path: Path, batch: int, size: int):
     import numpy as np
 
-    from gradinspect.gradients import _leaf_paths
-    from gradinspect.loading import load_model
+    from gradinspect.artifacts.live import leaf_paths
+    from gradinspect.artifacts.loading import load_model
 
     loaded = load_model(path)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-    paths = _leaf_paths(loaded.model)
+    paths = leaf_paths(loaded.model)
     return loaded, x, list(zip(paths[:-1], paths[1:]))
 
 
@@ -60,20 +60,20 @@ def run_baseline(loaded, x, pairs) -> None:
 
 
 def run_gradinspect(loaded, x, pairs) -> None:
-    from gradinspect.gradients import inspect_gradients
+    from gradinspect.commands.grad import inspect_gradients
 
     inspect_gradients(loaded, x, all_layers=True)
 
 
 def run_gradinspect_one_pair(loaded, x, pairs) -> None:
-    from gradinspect.gradients import inspect_gradients
+    from gradinspect.commands.grad import inspect_gradients
 
     inspect_gradients(loaded, x, [pairs[len(pairs) // 2]])
 
 
 def run_per_pair(loaded, x, pairs, limit: int = 8) -> float:
     """Seconds for the article's recipe over ``limit`` pairs (a tape and a forward per pair)."""
-    from gradinspect.gradients import inspect_gradients
+    from gradinspect.commands.grad import inspect_gradients
 
     start = time.perf_counter()
     for pair in pairs[:limit]:
@@ -127,8 +127,10 @@ def main() -> None:
         per_pair = run_per_pair(loaded, x, pairs) / 8 * len(pairs)
         rss = {m: peak_rss(m, path, args.batch, args.size) for m in MODES}
     base = statistics.median(times["baseline"])
-    print(f"MobileNetV2 {args.size}x{args.size}, batch {args.batch}, {len(pairs)} layer pairs, "
-          f"{args.reps} rounds, median seconds; {os.cpu_count()} CPUs")
+    print(
+        f"MobileNetV2 {args.size}x{args.size}, batch {args.batch}, {len(pairs)} layer pairs, "
+        f"{args.reps} rounds, median seconds; {os.cpu_count()} CPUs"
+    )
     print()
     print("| mode | median s | ratio to baseline | peak RSS MiB |")
     print("|---|--:|--:|--:|")

@@ -21,34 +21,34 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from gradinspect.checks import assert_healthy, check
+    from gradinspect.artifacts.loading import load_model
+    from gradinspect.commands.check import assert_healthy, check
+    from gradinspect.commands.grad import inspect_gradients
+    from gradinspect.commands.layers import list_layers
+    from gradinspect.commands.verify import verify
     from gradinspect.errors import GradinspectError
-    from gradinspect.gradients import inspect_gradients
-    from gradinspect.listing import list_layers
-    from gradinspect.loading import load_model
-    from gradinspect.verification import verify
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import gradinspect` (and `gradinspect --help`) stays instant.
     if name in ("check", "assert_healthy"):
-        from gradinspect import checks
+        from gradinspect.commands import check
 
-        return getattr(checks, name)
+        return getattr(check, name)
     if name == "verify":
-        from gradinspect.verification import verify
+        from gradinspect.commands.verify import verify
 
         return verify
     if name == "inspect_gradients":
-        from gradinspect.gradients import inspect_gradients
+        from gradinspect.commands.grad import inspect_gradients
 
         return inspect_gradients
     if name == "list_layers":
-        from gradinspect.listing import list_layers
+        from gradinspect.commands.layers import list_layers
 
         return list_layers
     if name == "load_model":
-        from gradinspect.loading import load_model
+        from gradinspect.artifacts.loading import load_model
 
         return load_model
     if name == "GradinspectError":

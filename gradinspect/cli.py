@@ -66,7 +66,7 @@ class _Group(click.Group):
 
 def _error(message: str) -> None:
     """The one error line; text from model files or options is made printable first."""
-    from gradinspect.safetext import printable
+    from gradinspect.render.safetext import printable
 
     click.echo(f"Error: {printable(message)}", err=True)
 
@@ -101,7 +101,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from gradinspect.limits import parse_size
+    from gradinspect.artifacts.limits import parse_size
 
     try:
         return parse_size(value)
@@ -227,8 +227,8 @@ def layers(
     Example:
       gradinspect layers sample_models/mlp.keras --format json
     """
-    from gradinspect.limits import memory_limit
-    from gradinspect.listing import list_layers
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.layers import list_layers
 
     dest = _destination(output, "--output", _reads(model, custom_objects=custom_objects))
     _unsafe_notice(unsafe)
@@ -363,8 +363,8 @@ def grad(
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2 --stage2 seed --through
     """
-    from gradinspect.gradients import inspect_gradients
-    from gradinspect.limits import memory_limit
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.grad import inspect_gradients
 
     pairs = _pairs(from_, to, pair)
     if not pairs and not all_layers:
@@ -460,9 +460,9 @@ def check(
       gradinspect check model.keras --write-baseline grads.json
       gradinspect check model.keras --baseline grads.json --rtol 0.01
     """
-    from gradinspect.checks import Rules, baseline_json, read_baseline
-    from gradinspect.checks import check as run_check
-    from gradinspect.limits import memory_limit
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.check import Rules, baseline_json, read_baseline
+    from gradinspect.commands.check import check as run_check
 
     data = _data(data_options_values)
     reads = _reads(
@@ -576,8 +576,8 @@ def verify(
     Example:
       gradinspect verify model.keras --layer my_layer --custom-objects layers.py
     """
-    from gradinspect.limits import memory_limit
-    from gradinspect.verification import verify as run_verify
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.verify import verify as run_verify
 
     dest = _destination(output, "--output", _reads(model, custom_objects=custom_objects, inputs=input_, target=target))
     _unsafe_notice(unsafe)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
 # A shape is a tuple of ints/None; a layer with several outputs has a tuple of shapes.
@@ -314,4 +315,169 @@ class GradReport:
             },
             "pairs": [p.to_dict() for p in self.pairs],
             "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Statistics of one array. Every value but ``nonfinite`` is over the finite entries only;
+    ``None`` when there are none. ``norm`` is the L2 norm (Frobenius for matrices)."""
+
+    size: int
+    norm: float | None
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    abs_mean: float | None
+    abs_max: float | None
+    zero_fraction: float | None
+    nonfinite: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "norm": self.norm,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "abs_mean": self.abs_mean,
+            "abs_max": self.abs_max,
+            "zero_fraction": self.zero_fraction,
+            "nonfinite": self.nonfinite,
+        }
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which rules run and their thresholds. Non-finite and disconnected checks are on by default;
+    the norm, zero-fraction and ratio rules depend on the model's scale and run when given."""
+
+    allow_nonfinite: bool = False
+    allow_disconnected: bool = False
+    max_norm: float | None = None
+    min_norm: float | None = None
+    max_zero_fraction: float | None = None
+    max_ratio: float | None = None
+    baseline: str | Path | None = None
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule applied to one gradient (``target`` is its ``--save-npz`` key)."""
+
+    rule: str
+    target: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "target": self.target,
+            "passed": self.passed,
+            "value": self.value,
+            "threshold": self.threshold,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every rule result of one ``check`` run, with the gradient report they were computed from."""
+
+    grad: GradReport
+    results: tuple[RuleResult, ...]
+    rules: Rules = field(default_factory=Rules)
+
+    @property
+    def failures(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """``12 checks, 2 failed`` — the last line gradinspect writes to stderr."""
+        return f"{len(self.results)} checks, {len(self.failures)} failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.grad.model.to_dict(),
+            "loss": {"spec": self.grad.loss_spec, "value": self.grad.loss_value},
+            "inputs": {
+                "source": self.grad.input_source,
+                "batch_size": self.grad.batch_size,
+                "fingerprint": self.grad.input_fingerprint,
+            },
+            "passed": self.passed,
+            "checks": len(self.results),
+            "failed": len(self.failures),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+@dataclass(frozen=True)
+class VerifyEntry:
+    """One variable (or the layer's output): how far the tape is from finite differences.
+
+    ``max_error`` is max |tape - fd| / max(1, |fd|) over the checked entries: absolute for small
+    gradients, relative for large ones. It is compared with ``tol``.
+    """
+
+    target: str
+    shape: tuple
+    checked: int
+    max_abs_error: float
+    max_rel_error: float
+    max_error: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "shape": list(self.shape),
+            "checked": self.checked,
+            "max_abs_error": self.max_abs_error,
+            "max_rel_error": self.max_rel_error,
+            "max_error": self.max_error,
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of ``verify`` for one layer."""
+
+    model: ModelInfo
+    layer: str
+    loss_spec: str
+    input_source: str
+    batch_size: int
+    eps: float
+    tol: float
+    entries: tuple[VerifyEntry, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.entries)
+
+    def summary(self) -> str:
+        failed = sum(not e.passed for e in self.entries)
+        return f"{len(self.entries)} gradients checked against finite differences, {failed} failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "layer": self.layer,
+            "loss": self.loss_spec,
+            "inputs": {"source": self.input_source, "batch_size": self.batch_size},
+            "eps": self.eps,
+            "tol": self.tol,
+            "passed": self.passed,
+            "entries": [e.to_dict() for e in self.entries],
         }

@@ -36,7 +36,7 @@ def real_models(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def keras():
-    from gradinspect.loading import quiet_tensorflow
+    from gradinspect.artifacts.loading import quiet_tensorflow
 
     quiet_tensorflow("keras", "tf_keras")
     warnings.filterwarnings("ignore")

@@ -107,8 +107,8 @@ def test_unexpected_keras_failure_is_one_line(tmp_path):
     listed = run_cli("layers", p, "--format", "csv")
     assert listed.exit_code == 0
     assert "dense_1,Dense" in listed.stdout
+    from gradinspect.artifacts.loading import load_model
     from gradinspect.errors import ModelLoadError
-    from gradinspect.loading import load_model
 
     with pytest.raises(ModelLoadError, match="Keras could not load"):
         load_model(p)

@@ -132,7 +132,7 @@ def test_layers_option_and_missing_model(tmp_path):
 
 def test_python_api(broken_models):
     from gradinspect import assert_healthy, check
-    from gradinspect.checks import Rules
+    from gradinspect.commands.check import Rules
 
     report = check(SAMPLES / "mlp.keras", None)
     assert report.passed and report.summary() == "17 checks, 0 failed"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gradinspect.artifacts.loading import load_model
 from gradinspect.errors import ModelLoadError
-from gradinspect.loading import load_model
 
 
 @pytest.mark.parametrize("name", ["nested", "shared", "cnn", "embed"])

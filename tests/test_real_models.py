@@ -58,7 +58,7 @@ def test_real_model_listing(real_models, keras, tf_keras, name):
 
 def test_nnvis_keeps_its_saved_input_shape(real_models):
     """Keras 3 reads this tf.keras 2.3 file with input (None, None, 784); gradinspect keeps (None, 784)."""
-    from gradinspect.loading import load_model
+    from gradinspect.artifacts.loading import load_model
 
     loaded = load_model(real_models / "tfkeras230_nnvis_mlp.h5")
     assert loaded.loader == "tf_keras"
@@ -70,7 +70,7 @@ def test_nnvis_keeps_its_saved_input_shape(real_models):
 
 def test_keras2_hard_sigmoid_lstm_loads_with_its_own_formula(real_models):
     """Keras 3 redefined hard_sigmoid; this Keras 2.2.4 LSTM uses it, so tf_keras loads it."""
-    from gradinspect.loading import load_model
+    from gradinspect.artifacts.loading import load_model
 
     loaded = load_model(real_models / "keras224_keras2c_lstm.h5")
     assert loaded.loader == "tf_keras"
@@ -95,7 +95,7 @@ def test_real_models_loaded_predict_like_their_reference(real_models, keras, tf_
     """The loader gives back the saved weights: predictions equal an independent load's."""
     import numpy as np
 
-    from gradinspect.loading import load_model
+    from gradinspect.artifacts.loading import load_model
 
     rng = np.random.default_rng(0)
     for name in KERAS_FILES:

@@ -165,8 +165,8 @@ def test_read_only_model_and_input_are_unchanged(tmp_path, name, args):
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".npy", ".npz", ".csv", ".json", ".h5"]))
 def test_input_readers_never_fail_uncleanly(tmp_path, data, suffix):
+    from gradinspect.engine.inputs import check_arrays, read_arrays
     from gradinspect.errors import GradinspectError
-    from gradinspect.inputs import check_arrays, read_arrays
     from gradinspect.report import InputSpec
 
     path = tmp_path / f"data{suffix}"
@@ -181,8 +181,8 @@ def test_input_readers_never_fail_uncleanly(tmp_path, data, suffix):
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200))
 def test_csv_and_json_text_never_fail_uncleanly(tmp_path, text):
+    from gradinspect.engine.inputs import check_arrays, read_arrays
     from gradinspect.errors import GradinspectError
-    from gradinspect.inputs import check_arrays, read_arrays
     from gradinspect.report import InputSpec
 
     for suffix in (".csv", ".json"):
@@ -198,8 +198,8 @@ def test_csv_and_json_text_never_fail_uncleanly(tmp_path, text):
 @settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=300), suffix=st.sampled_from([".keras", ".h5"]))
 def test_model_readers_never_fail_uncleanly(tmp_path, data, suffix):
+    from gradinspect.artifacts.formats import read_artifact
     from gradinspect.errors import GradinspectError
-    from gradinspect.formats import read_artifact
 
     path = tmp_path / f"m{suffix}"
     path.write_bytes(data)

@@ -88,8 +88,8 @@ def test_table_colour_only_when_asked():
 
 
 def _grad_report():
+    from gradinspect.engine.stats import tensor_stats
     from gradinspect.report import GradReport, OutputGradient, PairReport, WeightGradient
-    from gradinspect.stats import tensor_stats
 
     g1 = tensor_stats([[0.5, -0.25, 0.0], [1.0, 2.0, -3.0]])
     g2 = tensor_stats([float("nan"), 1e4, -2e4])

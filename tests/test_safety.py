@@ -52,8 +52,8 @@ def test_lambda_refused_and_never_run(lambda_models, name, layer):
 
 @pytest.mark.parametrize("name", ["lambda.keras", "lambda.h5", "lambda_tf_keras.h5", "lambda_savedmodel"])
 def test_load_model_api_refuses_lambda(lambda_models, name):
+    from gradinspect.artifacts.loading import load_model
     from gradinspect.errors import UnsafeModelError
-    from gradinspect.loading import load_model
 
     d, marker = lambda_models
     with pytest.raises(UnsafeModelError, match="'evil"):
@@ -121,7 +121,7 @@ def test_custom_class_refused_without_registration(custom_model):
 def test_custom_class_loads_with_custom_objects(custom_model):
     import numpy as np
 
-    from gradinspect.loading import load_model
+    from gradinspect.artifacts.loading import load_model
 
     d, original = custom_model
     result = run_cli("layers", d / "custom.keras", "--custom-objects", d / "scale_layer.py", "--format", "csv")
@@ -142,8 +142,8 @@ def test_custom_objects_file_that_fails_to_import(tmp_path, custom_model):
 def test_scan_flags_module_outside_keras_without_tensorflow():
     from pathlib import Path
 
-    from gradinspect.formats import Artifact, ModelFormat
-    from gradinspect.scan import scan_config
+    from gradinspect.artifacts.formats import Artifact, ModelFormat
+    from gradinspect.artifacts.scan import scan_config
 
     config = {
         "class_name": "Functional",

@@ -115,8 +115,8 @@ def test_op_layer_with_a_path_as_constant_is_refused(op_models):
 def test_op_layer_allow_lists(layer, allowed):
     from pathlib import Path
 
-    from gradinspect.formats import Artifact, ModelFormat
-    from gradinspect.scan import scan_config
+    from gradinspect.artifacts.formats import Artifact, ModelFormat
+    from gradinspect.artifacts.scan import scan_config
 
     layer = {**layer, "name": "op", "inbound_nodes": [[["x", 0, 0, {"axis": -1, "name": None}]]]}
     config = {"class_name": "Functional", "config": {"name": "m", "layers": [layer]}}
@@ -257,7 +257,7 @@ def _reachable_ops_by_tensorflow(path):
 
 @pytest.mark.parametrize("name", ["mlp_savedmodel", "mlp_export"])
 def test_graph_reader_agrees_with_tensorflow(keras, name):
-    from gradinspect.graphscan import scan_savedmodel
+    from gradinspect.artifacts.graphscan import scan_savedmodel
 
     facts = scan_savedmodel(SAMPLES / name, SAMPLES / name)
     assert set(facts.ops) == _reachable_ops_by_tensorflow(SAMPLES / name)
@@ -292,7 +292,7 @@ def test_the_loader_reads_the_bytes_that_were_scanned(keras, tmp_path):
     """A file swapped after the scan (while TensorFlow imports) is not what gets loaded."""
     import shutil
 
-    from gradinspect.loading import load_artifact, open_artifact
+    from gradinspect.artifacts.loading import load_artifact, open_artifact
 
     marker = tmp_path / "MARKER"
     L = keras.layers

@@ -204,12 +204,12 @@ def test_empty_keras_metadata_is_bad_input(workdir):
 
 
 def test_an_internal_bug_has_its_own_exit_status(monkeypatch, workdir):
-    import gradinspect.listing
+    import gradinspect.commands.layers
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(gradinspect.listing, "list_layers", broken)
+    monkeypatch.setattr(gradinspect.commands.layers, "list_layers", broken)
     result = run_cli("layers", workdir / "m.keras")
     assert result.exit_code == 70
     assert result.stderr.startswith("Error: internal error (ZeroDivisionError: boom)") and "report" in result.stderr

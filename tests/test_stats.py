@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gradinspect.stats import tensor_stats
+from gradinspect.engine.stats import tensor_stats
 
 floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
 

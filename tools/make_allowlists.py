@@ -1,4 +1,4 @@
-"""Regenerate gradinspect/data/*.txt, the allow-lists of the safety scan, from the installed TF/Keras.
+"""Regenerate gradinspect/artifacts/data/*.txt, the allow-lists of the safety scan, from the installed TF/Keras.
 
 Run by a developer after a TensorFlow/Keras upgrade, then review the diff by eye: every added
 name becomes loadable from an untrusted file. The rules below say what may enter each list.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-DATA = Path(__file__).resolve().parent.parent / "gradinspect" / "data"
+DATA = Path(__file__).resolve().parent.parent / "gradinspect" / "artifacts" / "data"
 
 # --- TensorFlow op types a SavedModel graph may hold -------------------------------------
 # Ops generated in these modules compute on tensors in memory: math, arrays, neural-network

@@ -11,7 +11,7 @@ from gradinspect.render import json as _json
 from gradinspect.render import junit as _junit
 from gradinspect.render import markdown as _markdown
 from gradinspect.render import table as _table
-from gradinspect.safetext import sanitized
+from gradinspect.render.safetext import sanitized
 
 
 class OutputFormat(str, Enum):

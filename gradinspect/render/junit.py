@@ -7,7 +7,7 @@ from typing import Any
 
 
 def render(report: Any) -> str:
-    from gradinspect.checks import CheckReport
+    from gradinspect.report import CheckReport
 
     if not isinstance(report, CheckReport):
         raise TypeError("JUnit output is for `gradinspect check`")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gradinspect.render.safetext import markdown_text
 from gradinspect.render.text import count, shape
-from gradinspect.safetext import markdown_text
 
 
 def _cell(text: str) -> str:
@@ -118,8 +118,7 @@ def _render_check(report: Any) -> str:
 
 
 def render(report: Any) -> str:
-    from gradinspect.checks import CheckReport
-    from gradinspect.report import GradReport
+    from gradinspect.report import CheckReport, GradReport
 
     if isinstance(report, CheckReport):
         return _render_check(report)

@@ -22,9 +22,7 @@ def render(report: Any, *, color: bool = False, width: int | None = None) -> str
         highlight=False,
         soft_wrap=False,
     )
-    from gradinspect.checks import CheckReport
-    from gradinspect.report import GradReport
-    from gradinspect.verification import VerifyReport
+    from gradinspect.report import CheckReport, GradReport, VerifyReport
 
     if isinstance(report, VerifyReport):
         _verify(console, report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.errors import GradientError
 
 BUILTIN = ("sum", "mean", "sumsq")
@@ -83,4 +84,40 @@ def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
     raise GradientError(
         f"--loss {spec}: unknown loss; use one of {', '.join(BUILTIN)}, unit:K, compiled, or a Keras loss "
         f"({', '.join(KERAS_LOSSES[:7])}, ...)"
+    )
+
+
+def compiled_loss(loaded: LoadedModel) -> str:
+    """The loss the model was saved with, as a Keras loss name, for ``--loss compiled``."""
+    from gradinspect.engine.losses import KERAS_LOSSES
+
+    config = loaded.artifact.config or {}
+    raw = (config.get("compile_config") or {}).get("loss") if isinstance(config, dict) else None
+    if raw is None and loaded.artifact.training_config:
+        raw = loaded.artifact.training_config.get("loss")
+    if raw is None:
+        raise GradientError(f"{loaded.artifact.path}: --loss compiled: the model was saved without a compiled loss")
+    if isinstance(raw, dict) and isinstance(raw.get("config"), (dict, str)) and "class_name" in raw:
+        name = raw["class_name"]
+        inner = raw["config"]
+        if name == "function" and isinstance(inner, str):
+            raw = inner
+        else:
+            # SparseCategoricalCrossentropy -> sparse_categorical_crossentropy
+            import re
+
+            raw = re.sub("([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+            if isinstance(inner, dict) and inner.get("from_logits"):
+                raise GradientError(
+                    f"--loss compiled: the model was saved with {name}(from_logits=True); gradinspect applies "
+                    "Keras losses to probabilities; pass --loss explicitly"
+                )
+    aliases = {"mean_squared_error": "mse", "mean_absolute_error": "mae"}
+    if isinstance(raw, str):
+        name = aliases.get(raw, raw)
+        if name in KERAS_LOSSES:
+            return name
+    raise GradientError(
+        f"{loaded.artifact.path}: --loss compiled: the saved loss {raw!r} is not one gradinspect can rebuild "
+        "(per-output or custom losses); name the loss with --loss"
     )

@@ -8,75 +8,12 @@ and the weights cast, and both the tape gradient and the differences are compute
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gradinspect.errors import GradientError
-from gradinspect.report import ModelInfo
-
-
-@dataclass(frozen=True)
-class VerifyEntry:
-    """One variable (or the layer's output): how far the tape is from finite differences.
-
-    ``max_error`` is max |tape - fd| / max(1, |fd|) over the checked entries: absolute for small
-    gradients, relative for large ones. It is compared with ``tol``.
-    """
-
-    target: str
-    shape: tuple
-    checked: int
-    max_abs_error: float
-    max_rel_error: float
-    max_error: float
-    passed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "shape": list(self.shape),
-            "checked": self.checked,
-            "max_abs_error": self.max_abs_error,
-            "max_rel_error": self.max_rel_error,
-            "max_error": self.max_error,
-            "passed": self.passed,
-        }
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """The result of ``verify`` for one layer."""
-
-    model: ModelInfo
-    layer: str
-    loss_spec: str
-    input_source: str
-    batch_size: int
-    eps: float
-    tol: float
-    entries: tuple[VerifyEntry, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(e.passed for e in self.entries)
-
-    def summary(self) -> str:
-        failed = sum(not e.passed for e in self.entries)
-        return f"{len(self.entries)} gradients checked against finite differences, {failed} failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.to_dict(),
-            "layer": self.layer,
-            "loss": self.loss_spec,
-            "inputs": {"source": self.input_source, "batch_size": self.batch_size},
-            "eps": self.eps,
-            "tol": self.tol,
-            "passed": self.passed,
-            "entries": [e.to_dict() for e in self.entries],
-        }
+from gradinspect.report import VerifyEntry, VerifyReport
 
 
 def _to_float64(config: Any) -> Any:
@@ -146,29 +83,23 @@ def verify(
     ``inspect_gradients`` (random, input_shape, samples_range, batch_size). ``progress``, if
     given, is called as ``progress(done, total)`` after each pair of forward passes.
     """
-    from gradinspect.loading import quiet_tensorflow
+    from gradinspect.artifacts.loading import quiet_tensorflow
 
     quiet_tensorflow()
     import tensorflow as tf
 
-    from gradinspect.capture import flatten, recording
-    from gradinspect.custom_objects import load_custom_objects
-    from gradinspect.gradients import (
-        _as_loaded,
-        _target,
-        _variable_name,
-        find_layer,
-        model_inputs,
-        prepare_inputs,
-    )
-    from gradinspect.listing import live_layers
-    from gradinspect.losses import make_loss
+    from gradinspect.artifacts.custom_objects import load_custom_objects
+    from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, variable_name
+    from gradinspect.artifacts.loading import as_loaded
+    from gradinspect.engine.capture import flatten, recording
+    from gradinspect.engine.inputs import prepare_inputs, target_array
+    from gradinspect.engine.losses import make_loss
 
     if samples < 1 or eps <= 0 or tol < 0:
         from gradinspect.errors import UsageProblem
 
         raise UsageProblem("--samples must be >= 1, --eps > 0 and --tol >= 0")
-    loaded = _as_loaded(model_or_path, custom_objects, unsafe)
+    loaded = as_loaded(model_or_path, custom_objects, unsafe)
     if loaded.loader == "tf.saved_model":
         raise GradientError(
             f"{loaded.artifact.path}: verify needs a Keras model to rebuild in float64; "
@@ -190,12 +121,12 @@ def verify(
     target_layer = find_layer(copy, layer)
     loss_fn = make_loss(loss, target is not None)
     batch = next(iter(arrays.values())).shape[0]
-    target_array = _target(target, data.get("samples_range"), data.get("batch_size"), batch)
+    target_array = target_array(target, data.get("samples_range"), data.get("batch_size"), batch)
     if target_array is not None:
         target_array = target_array.astype(np.float64) if target_array.dtype.kind == "f" else target_array
     feeds = {k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
     feed = feeds[specs[0].name] if len(specs) == 1 else feeds
-    variables = [(_variable_name(v, target_layer), v) for v in target_layer.trainable_weights]
+    variables = [(variable_name(v, target_layer), v) for v in target_layer.trainable_weights]
 
     delta: dict[str, Any] = {"value": None}
 

@@ -1,6 +1,6 @@
 """The safety scan of a SavedModel's graphs: every op that loading or calling the model could run.
 
-Read from ``saved_model.pb`` with :mod:`gradinspect.protowire`, without TensorFlow. What could
+Read from ``saved_model.pb`` with :mod:`gradinspect.artifacts.protowire`, without TensorFlow. What could
 run is the closure, through function-call ops and function-valued attributes, of:
 
 * every function the object graph restores (signatures, ``tf.function`` attributes, resource
@@ -11,7 +11,7 @@ In a TF2 SavedModel (one with an object graph) the checkpoint machinery that ``s
 names (the save and restore call nodes and the ``SaveV2``/``RestoreV2`` functions only they
 call) is not run by the loader, which restores variables with its own ops; it is left out of
 the roots, so it is scanned only if something else calls it. Every op in the closure must be
-on the allow-list of :func:`gradinspect.allowlists.tf_ops`; the first that is not is named.
+on the allow-list of :func:`gradinspect.artifacts.allowlists.tf_ops`; the first that is not is named.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradinspect import allowlists, protowire
+from gradinspect.artifacts import allowlists, protowire
 from gradinspect.errors import ModelFileError, UnsafeModelError
 
 # DataType enum values (tensorflow/core/framework/types.proto) and their sizes in bytes.

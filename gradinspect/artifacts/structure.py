@@ -2,7 +2,7 @@
 
 Parameter counts come from the shapes of the stored weight arrays; output shapes come from
 the file where it records them (Keras 3 records the shape of every tensor a layer consumes)
-and are otherwise derived by :mod:`gradinspect.shapes`, or left empty.
+and are otherwise derived by :mod:`gradinspect.artifacts.shapes`, or left empty.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gradinspect import shapes
+from gradinspect.artifacts import shapes
+from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat
 from gradinspect.errors import ModelFileError
-from gradinspect.formats import HDF5_ERRORS, Artifact, ModelFormat
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})

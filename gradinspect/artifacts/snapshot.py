@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradinspect import limits
+from gradinspect.artifacts import limits
 from gradinspect.errors import ModelFileError
 
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -11,9 +11,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from gradinspect import limits, protowire
+from gradinspect.artifacts import limits, protowire
+from gradinspect.artifacts.snapshot import Snapshot, snapshot
 from gradinspect.errors import ModelFileError
-from gradinspect.snapshot import Snapshot, snapshot
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -37,7 +37,7 @@ class Artifact:
     """A model file as read from disk, before any loader has seen it.
 
     ``path`` is the path the user gave (for messages); ``local`` is the private copy that every
-    reader and loader opens (see :mod:`gradinspect.snapshot`). ``config`` is the model's Keras
+    reader and loader opens (see :mod:`gradinspect.artifacts.snapshot`). ``config`` is the model's Keras
     configuration (``None`` for a SavedModel without Keras metadata). For a SavedModel with Keras
     metadata, ``metadata_nodes`` holds every node's metadata JSON, decoded.
     """

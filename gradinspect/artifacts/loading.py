@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradinspect import limits
-from gradinspect.custom_objects import load_custom_objects, registered_names
+from gradinspect.artifacts import limits
+from gradinspect.artifacts.custom_objects import load_custom_objects, registered_names
+from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat, read_artifact
+from gradinspect.artifacts.graphscan import scan_savedmodel
+from gradinspect.artifacts.scan import ensure_safe
 from gradinspect.errors import ModelFileError, ModelLoadError
-from gradinspect.formats import HDF5_ERRORS, Artifact, ModelFormat, read_artifact
-from gradinspect.graphscan import scan_savedmodel
-from gradinspect.scan import ensure_safe
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _keras3_changes_semantics(artifact: Artifact) -> str | None:
 
 def _input_shape_mismatch(artifact: Artifact, model: Any) -> str | None:
     """Keras 3 reads some tf.keras 2.3 Sequential files with an extra input dimension."""
-    from gradinspect.structure import has_layer_structure, static_layers
+    from gradinspect.artifacts.structure import has_layer_structure, static_layers
 
     if not has_layer_structure(artifact.config):
         return None
@@ -257,3 +257,14 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     line = text.splitlines()[0].strip()
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+def as_loaded(model_or_path: Any, custom_objects: Any, unsafe: bool) -> LoadedModel:
+    if isinstance(model_or_path, LoadedModel):
+        return model_or_path
+    if isinstance(model_or_path, (str, Path)):
+        return load_model(model_or_path, custom_objects=custom_objects, unsafe=unsafe)
+    from gradinspect.artifacts.formats import Artifact, ModelFormat
+
+    artifact = Artifact(Path("<in-memory model>"), ModelFormat.KERAS, None)
+    return LoadedModel(model_or_path, artifact, "in-memory")

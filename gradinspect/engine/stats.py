@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TensorStats:
-    """Statistics of one array. Every value but ``nonfinite`` is over the finite entries only;
-    ``None`` when there are none. ``norm`` is the L2 norm (Frobenius for matrices)."""
-
-    size: int
-    norm: float | None
-    mean: float | None
-    std: float | None
-    min: float | None
-    max: float | None
-    abs_mean: float | None
-    abs_max: float | None
-    zero_fraction: float | None
-    nonfinite: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "norm": self.norm,
-            "mean": self.mean,
-            "std": self.std,
-            "min": self.min,
-            "max": self.max,
-            "abs_mean": self.abs_mean,
-            "abs_max": self.abs_max,
-            "zero_fraction": self.zero_fraction,
-            "nonfinite": self.nonfinite,
-        }
-
+from gradinspect.report import TensorStats
 
 # Sums are accumulated in float64 over chunks that stay in cache: converting a whole float32
 # array to float64 at once costs more than every other pass together.

@@ -2,7 +2,7 @@
 
 Loading a SavedModel runs its resource creators and initializers; listing it needs neither.
 Signatures come from the meta graph's ``signature_def`` map and variables (name, shape, dtype,
-trainable) from the object graph, both read with :mod:`gradinspect.protowire`.
+trainable) from the object graph, both read with :mod:`gradinspect.artifacts.protowire`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gradinspect import protowire
+from gradinspect.artifacts import protowire
+from gradinspect.artifacts.formats import Artifact
 from gradinspect.errors import ModelFileError
-from gradinspect.formats import Artifact
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo, Signature, VariableInfo
 
 # tensorflow/core/framework/types.proto

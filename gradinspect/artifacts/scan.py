@@ -1,7 +1,7 @@
 """The safety scan of a Keras configuration: every class, function and op layer it names, against allow-lists.
 
 Runs on the JSON alone (no TensorFlow). A config is refused when it names anything that is
-not on an allow-list of :mod:`gradinspect.allowlists` and not registered by the user's
+not on an allow-list of :mod:`gradinspect.artifacts.allowlists` and not registered by the user's
 ``--custom-objects`` file: a Lambda, a class or function from outside Keras, an unknown class
 name (custom code in a Keras 2 config), an op layer calling a TF symbol that is not pure tensor
 math, or an op layer given a constant argument that is not a number, a shape or a known word.
@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gradinspect import allowlists
+from gradinspect.artifacts import allowlists
 from gradinspect.errors import UnsafeModelError
 
 if TYPE_CHECKING:
-    from gradinspect.formats import Artifact
+    from gradinspect.artifacts.formats import Artifact
 
 _CONSTANT = "_CONSTANT_VALUE"
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.errors import GradientError
-from gradinspect.expressions import (
+from gradinspect.engine.expressions import (
     BUILTIN_STAGE2,
     DEFAULT_STAGE1,
     Expression,
@@ -21,8 +20,9 @@ from gradinspect.expressions import (
     evaluate,
     parse,
 )
+from gradinspect.engine.stats import tensor_stats
+from gradinspect.errors import GradientError
 from gradinspect.report import Stage2Report, Stage2Weight
-from gradinspect.stats import tensor_stats
 
 
 @dataclass(frozen=True)

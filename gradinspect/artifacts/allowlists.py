@@ -24,7 +24,7 @@ from importlib import resources
 
 @cache
 def _names(file: str) -> frozenset[str]:
-    text = resources.files("gradinspect").joinpath("data", file).read_text(encoding="utf-8")
+    text = resources.files("gradinspect.artifacts").joinpath("data", file).read_text(encoding="utf-8")
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 

@@ -1,35 +1,21 @@
-"""`gradinspect layers`: one core call that returns a LayersReport for any supported artifact."""
+"""The structure of a live (loaded) model: its layers by path, their variables and inputs, and its listing."""
 
 from __future__ import annotations
 
+import difflib
 import math
-from pathlib import Path
 from typing import Any
 
-from gradinspect.formats import ModelFormat
-from gradinspect.loading import LoadedModel, load_artifact, open_artifact
+from gradinspect.artifacts.loading import LoadedModel
+from gradinspect.errors import LayerNameError
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
-from gradinspect.savedmodel_static import static_savedmodel_layers
-from gradinspect.structure import has_layer_structure, static_layers
-
-
-def list_layers(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LayersReport:
-    """List a model's layers. `.keras`/`.h5` Sequential and Functional models and SavedModels without
-    Keras metadata are read without TensorFlow; subclassed models and tf.keras SavedModels are loaded
-    (after the safety scans)."""
-    artifact, objects = open_artifact(path, custom_objects, unsafe)
-    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
-        return static_layers(artifact)
-    if artifact.format is ModelFormat.SAVEDMODEL:
-        return static_savedmodel_layers(artifact)
-    return live_layers(load_artifact(artifact, objects, unsafe))
 
 
 def _size(shape: Any) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def _shape(value: Any) -> tuple | None:
+def shape_of(value: Any) -> tuple | None:
     try:
         dims = value.as_list() if hasattr(value, "as_list") else list(value)
     except (TypeError, ValueError):
@@ -37,7 +23,7 @@ def _shape(value: Any) -> tuple | None:
     return tuple(None if d is None else int(d) for d in dims)
 
 
-def _dtype_name(dtype: Any) -> str | None:
+def dtype_name(dtype: Any) -> str | None:
     if dtype is None:
         return None
     return getattr(dtype, "name", None) or str(dtype)
@@ -49,11 +35,11 @@ def _output_shape(layer: Any) -> Any:
     except Exception:  # unbuilt, several nodes, or subclassed: Keras raises various errors
         return None
     if isinstance(out, (list, tuple)):
-        shapes = tuple(_shape(t.shape) for t in out)
+        shapes = tuple(shape_of(t.shape) for t in out)
         return shapes if all(s is not None for s in shapes) else None
     if isinstance(out, dict):
         return None
-    return _shape(out.shape)
+    return shape_of(out.shape)
 
 
 def _is_container(layer: Any) -> bool:
@@ -97,7 +83,7 @@ def live_layers(loaded: LoadedModel) -> LayersReport:
     inputs: list[InputSpec] = []
     for tensor in getattr(model, "inputs", None) or []:
         name = getattr(tensor, "name", "input")
-        inputs.append(InputSpec(str(name).split(":")[0], _shape(tensor.shape), _dtype_name(tensor.dtype)))
+        inputs.append(InputSpec(str(name).split(":")[0], shape_of(tensor.shape), dtype_name(tensor.dtype)))
     info = ModelInfo(
         str(loaded.artifact.path),
         loaded.artifact.format.value,
@@ -123,3 +109,82 @@ def savedmodel_variables(obj: Any) -> list[Any]:
         if isinstance(node, tf.Variable):
             seen.setdefault((node.name, tuple(node.shape.as_list())), node)
     return list(seen.values())
+
+
+def all_paths(model: Any) -> list[str]:
+    out: list[str] = []
+
+    def walk(layers: list[Any], prefix: str) -> None:
+        for layer in layers:
+            out.append(prefix + layer.name)
+            if isinstance(getattr(layer, "layers", None), list) and hasattr(layer, "inputs") and layer.layers:
+                walk(layer.layers, f"{prefix}{layer.name}/")
+
+    walk(list(model.layers), "")
+    return out
+
+
+def find_layer(model: Any, path: str) -> Any:
+    """The layer at ``outer/inner``; an unknown name lists the closest names."""
+    current = model
+    for part in path.split("/"):
+        found = next((layer for layer in getattr(current, "layers", []) if layer.name == part), None)
+        if found is None:
+            close = difflib.get_close_matches(path, all_paths(model), n=3, cutoff=0.4)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise LayerNameError(f"no layer named {path!r} in the model{hint} (see `gradinspect layers`)")
+        current = found
+    return current
+
+
+def variable_name(var: Any, layer: Any) -> str:
+    """The variable's path inside its layer: ``kernel``, ``forward_lstm/lstm_cell/kernel``."""
+    path = getattr(var, "path", None) or var.name
+    path = path.split(":")[0]
+    parts = path.split("/")
+    if layer.name in parts:
+        rest = parts[len(parts) - 1 - parts[::-1].index(layer.name) + 1 :]
+        if rest:
+            return "/".join(rest)
+    return parts[-1]
+
+
+def model_inputs(model: Any) -> list[InputSpec]:
+    """Input names, shapes and dtypes as the model takes them.
+
+    A subclassed model has no symbolic inputs; its build shape (recorded when it was saved)
+    stands in, as one input named ``input``.
+    """
+    specs = []
+    names = getattr(model, "input_names", None)
+    try:
+        tensors = list(model.inputs or [])
+    except AttributeError:
+        tensors = []
+    for i, t in enumerate(tensors):
+        name = names[i] if names and i < len(names) else str(getattr(t, "name", f"input_{i}")).split(":")[0]
+        dtype = getattr(t.dtype, "name", None) or str(t.dtype)
+        specs.append(InputSpec(name, tuple(None if d is None else int(d) for d in t.shape), dtype))
+    if specs:
+        return specs
+    build = getattr(model, "get_build_config", lambda: None)() or {}
+    shape = build.get("input_shape")
+    if isinstance(shape, (list, tuple)) and all(d is None or isinstance(d, int) for d in shape):
+        return [InputSpec("input", tuple(shape), "float32")]
+    return [InputSpec("input", None, "float32")]
+
+
+def leaf_paths(model: Any) -> list[str]:
+    return [
+        p
+        for p in all_paths(model)
+        if not (isinstance(getattr(find_layer(model, p), "layers", None), list) and find_layer(model, p).layers)
+    ]
+
+
+def between_layers(model: Any, a: str, b: str) -> list[str]:
+    """The layers strictly between ``a`` and ``b`` in model order (nested layers included)."""
+    paths = leaf_paths(model)
+    if a in paths and b in paths:
+        return paths[paths.index(a) + 1 : paths.index(b)]
+    return []

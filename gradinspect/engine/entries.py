@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from gradinspect.engine.inputs import fingerprint
+from gradinspect.engine.stats import tensor_stats
 from gradinspect.errors import GradientError
-from gradinspect.inputs import fingerprint
 from gradinspect.report import GradReport, OutputGradient, WeightGradient
-from gradinspect.stats import tensor_stats
 
 NO_PATH = (
     "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
@@ -27,7 +27,7 @@ NOT_CALLED = "no gradient: the layer was not called in the forward pass"
 
 def require_differentiable(outputs: list[Any], loss_spec: str) -> None:
     """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
-    from gradinspect.losses import outputs_used
+    from gradinspect.engine.losses import outputs_used
 
     used = [outputs[i] for i in outputs_used(loss_spec, len(outputs)) if i < len(outputs)]
     if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
@@ -101,6 +101,6 @@ def _numpy(g: Any) -> np.ndarray:
 
 
 def flat_outputs(y: Any) -> list[Any]:
-    from gradinspect.capture import flatten
+    from gradinspect.engine.capture import flatten
 
     return flatten(y)

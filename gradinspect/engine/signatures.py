@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.entries import (
+from gradinspect.artifacts.loading import LoadedModel
+from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
     NON_DIFFERENTIABLE,
@@ -20,13 +21,12 @@ from gradinspect.entries import (
     weight_gradient,
 )
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.loading import LoadedModel
 from gradinspect.report import InputSpec, PairReport
 
 
 def savedmodel_signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec, ...]]:
     """The signature gradients flow through: ``serving_default``, else the only/first one."""
-    from gradinspect.listing import _dtype_name, _shape
+    from gradinspect.artifacts.live import dtype_name, shape_of
 
     sigs = dict(getattr(loaded.model, "signatures", {}) or {})
     if not sigs:
@@ -34,7 +34,7 @@ def savedmodel_signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec
     key = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
     fn = sigs[key]
     _, kwargs = fn.structured_input_signature
-    specs = tuple(InputSpec(n, _shape(spec.shape), _dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))
+    specs = tuple(InputSpec(n, shape_of(spec.shape), dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))
     return key, fn, specs
 
 
@@ -46,7 +46,7 @@ def run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, loss
     """
     import tensorflow as tf
 
-    from gradinspect.listing import savedmodel_variables
+    from gradinspect.artifacts.live import savedmodel_variables
     from gradinspect.report import ModelInfo
 
     key, fn, specs = signature

@@ -4,91 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradinspect.errors import GradinspectError, UsageProblem
-from gradinspect.report import GradReport
+from gradinspect.errors import BaselineError, UsageProblem
+from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
 
 BASELINE_VERSION = 1
-
-
-class BaselineError(GradinspectError):
-    """A baseline file that cannot be read or does not belong to this run."""
-
-
-@dataclass(frozen=True)
-class Rules:
-    """Which rules run and their thresholds. Non-finite and disconnected checks are on by default;
-    the norm, zero-fraction and ratio rules depend on the model's scale and run when given."""
-
-    allow_nonfinite: bool = False
-    allow_disconnected: bool = False
-    max_norm: float | None = None
-    min_norm: float | None = None
-    max_zero_fraction: float | None = None
-    max_ratio: float | None = None
-    baseline: str | Path | None = None
-    rtol: float = 1e-3
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    """One rule applied to one gradient (``target`` is its ``--save-npz`` key)."""
-
-    rule: str
-    target: str
-    passed: bool
-    value: float | None
-    threshold: float | None
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "target": self.target,
-            "passed": self.passed,
-            "value": self.value,
-            "threshold": self.threshold,
-            "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """Every rule result of one ``check`` run, with the gradient report they were computed from."""
-
-    grad: GradReport
-    results: tuple[RuleResult, ...]
-    rules: Rules = field(default_factory=Rules)
-
-    @property
-    def failures(self) -> tuple[RuleResult, ...]:
-        return tuple(r for r in self.results if not r.passed)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def summary(self) -> str:
-        """``12 checks, 2 failed`` — the last line gradinspect writes to stderr."""
-        return f"{len(self.results)} checks, {len(self.failures)} failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.grad.model.to_dict(),
-            "loss": {"spec": self.grad.loss_spec, "value": self.grad.loss_value},
-            "inputs": {
-                "source": self.grad.input_source,
-                "batch_size": self.grad.batch_size,
-                "fingerprint": self.grad.input_fingerprint,
-            },
-            "passed": self.passed,
-            "checks": len(self.results),
-            "failed": len(self.failures),
-            "results": [r.to_dict() for r in self.results],
-        }
 
 
 def _weights(grad: GradReport) -> dict[str, Any]:
@@ -200,7 +122,7 @@ def baseline_json(grad: GradReport) -> str:
 
 def read_baseline(path: str | Path) -> dict[str, Any]:
     """A baseline file, read only if it is a regular file of bounded size."""
-    from gradinspect import limits
+    from gradinspect.artifacts import limits
 
     p = Path(path)
     if not p.exists():
@@ -286,17 +208,19 @@ def check(
     """Gradients of every trainable variable and layer output (or of ``layers``) in one forward and one
     backward pass, checked against ``rules``. ``grad_options`` are those of ``inspect_gradients``
     (loss, target, random, seed, …). With ``write_baseline``, the norm profile is saved there."""
-    from gradinspect.gradients import _as_loaded, _leaf_paths, inspect_gradients
+    from gradinspect.artifacts.live import leaf_paths
+    from gradinspect.artifacts.loading import as_loaded
+    from gradinspect.commands.grad import inspect_gradients
 
     rules = rules or Rules()
     if rules.baseline is not None:
         read_baseline(rules.baseline)  # fail before any work
-    loaded = _as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
+    loaded = as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
     if loaded.loader == "tf.saved_model":
         pairs = None if not layers else [(name, name) for name in layers]
         grad = inspect_gradients(loaded, inputs, pairs, all_layers=not layers, **grad_options)
     else:
-        names = layers or _leaf_paths(loaded.model)
+        names = layers or leaf_paths(loaded.model)
         grad = inspect_gradients(loaded, inputs, [(n, n) for n in names], **grad_options)
     if write_baseline is not None:
         from gradinspect.output import atomic_write

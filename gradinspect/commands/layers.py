@@ -1,0 +1,24 @@
+"""`gradinspect layers`: one core call that returns a LayersReport for any supported artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gradinspect.artifacts.formats import ModelFormat
+from gradinspect.artifacts.live import live_layers
+from gradinspect.artifacts.loading import load_artifact, open_artifact
+from gradinspect.artifacts.savedmodel_static import static_savedmodel_layers
+from gradinspect.artifacts.structure import has_layer_structure, static_layers
+from gradinspect.report import LayersReport
+
+
+def list_layers(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LayersReport:
+    """List a model's layers. `.keras`/`.h5` Sequential and Functional models and SavedModels without
+    Keras metadata are read without TensorFlow; subclassed models and tf.keras SavedModels are loaded
+    (after the safety scans)."""
+    artifact, objects = open_artifact(path, custom_objects, unsafe)
+    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
+        return static_layers(artifact)
+    if artifact.format is ModelFormat.SAVEDMODEL:
+        return static_savedmodel_layers(artifact)
+    return live_layers(load_artifact(artifact, objects, unsafe))

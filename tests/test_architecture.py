@@ -1,0 +1,79 @@
+"""The package's shape, read from its source: dependencies point one way, private names stay private."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gradinspect"
+
+# What each part may import from gradinspect (besides itself): cli -> commands -> engine -> artifacts;
+# render depends only on report; report, errors and output are leaves.
+ALLOWED = {
+    "cli": {"commands", "engine", "artifacts", "render", "report", "errors", "output", "__init__"},
+    "__main__": {"cli"},
+    "__init__": {"commands", "artifacts", "errors"},
+    "commands": {"engine", "artifacts", "report", "errors", "output"},
+    "engine": {"artifacts", "report", "errors"},
+    "artifacts": {"report", "errors"},
+    "render": {"report", "errors"},
+    "report": {"errors"},
+    "output": {"errors"},
+    "errors": set(),
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    # `from gradinspect import __version__` takes an attribute of the package itself.
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else "__init__"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path):
+    """Every (line, imported gradinspect module, imported names) in the file, function-level imports included."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "gradinspect":
+            yield node.lineno, node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "gradinspect":
+                    yield node.lineno, alias.name, []
+
+
+FILES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_dependencies_point_one_way(path):
+    me = _part(_module_name(path))
+    for line, module, names in _imports(path):
+        targets = [module] if module != "gradinspect" else [f"gradinspect.{n}" for n in names]
+        for target in targets:
+            part = _part(target)
+            assert part == me or part in ALLOWED[me] or target == "gradinspect", (
+                f"{path.relative_to(PACKAGE)}:{line} ({me}) imports {target} ({part})"
+            )
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_another_modules_private_names(path):
+    me = _module_name(path)
+    for line, module, names in _imports(path):
+        private = [n for n in names if n.startswith("_") and n != "__version__"]
+        assert module == me or not private, f"{path.relative_to(PACKAGE)}:{line} imports {private} from {module}"
+
+
+def test_every_module_opens_with_a_docstring():
+    missing = [str(p.relative_to(PACKAGE)) for p in FILES if ast.get_docstring(ast.parse(p.read_text())) is None]
+    assert missing == []
