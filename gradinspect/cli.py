@@ -14,6 +14,7 @@ import click
 
 from gradinspect import __version__
 from gradinspect.errors import GradinspectError, UsageProblem
+from gradinspect.formatting import first_line
 
 FORMATS = ("table", "json", "markdown", "csv")
 
@@ -56,7 +57,7 @@ class _Group(click.Group):
         except Exception as exc:  # a bug: still one line, unless --debug asks for more
             if _debug(ctx):
                 traceback.print_exc()
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            detail = first_line(exc) if str(exc).strip() else ""
             _error(
                 f"internal error ({type(exc).__name__}{': ' + detail if detail else ''}); this is a bug in "
                 "gradinspect: rerun with --debug and report the traceback"

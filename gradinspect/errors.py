@@ -65,3 +65,7 @@ class CheckFailed(GradinspectError):
 
 class BaselineError(GradinspectError):
     """A baseline file that cannot be read or does not belong to this run."""
+
+
+class ExpressionError(GradinspectError):
+    """An expression that is not in the language, or whose shapes do not fit."""

@@ -22,7 +22,12 @@ ALLOWED = {
     "report": {"errors"},
     "output": {"errors"},
     "errors": set(),
+    "formatting": set(),
 }
+# The leaves every part may use.
+for _allowed in ALLOWED.values():
+    _allowed.update({"errors", "formatting"})
+ALLOWED["errors"].discard("errors")
 
 
 def _part(module: str) -> str:
@@ -77,3 +82,27 @@ def test_no_module_imports_another_modules_private_names(path):
 def test_every_module_opens_with_a_docstring():
     missing = [str(p.relative_to(PACKAGE)) for p in FILES if ast.get_docstring(ast.parse(p.read_text())) is None]
     assert missing == []
+
+
+def test_every_exception_class_lives_in_errors_py():
+    outside = []
+    for path in FILES:
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(base, "id", getattr(base, "attr", "")).endswith(("Error", "Exception", "Problem"))
+                for base in node.bases
+            ):
+                outside.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert outside == []
+
+
+def test_one_home_for_the_informative_line_of_an_exception():
+    """`str(exc).splitlines()[0]` is written once, in formatting.first_line."""
+    copies = [
+        str(p.relative_to(PACKAGE))
+        for p in FILES
+        if p.name != "formatting.py" and ".splitlines()[0]" in p.read_text() and "exc" in p.read_text()
+    ]
+    assert copies == []

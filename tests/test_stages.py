@@ -170,7 +170,8 @@ def test_finite_differences_on_a_nonlinear_model(keras, tmp_path):
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(st.text(max_size=60))
 def test_parser_never_fails_uncleanly(text):
-    from gradinspect.engine.expressions import Expression, ExpressionError, parse
+    from gradinspect.engine.expressions import Expression, parse
+    from gradinspect.errors import ExpressionError
 
     try:
         result = parse(text, "--stage2", {"act", "out", "grad", "y"})
@@ -199,7 +200,8 @@ def test_shape_check_agrees_with_tensorflow(text):
     """Whenever the numpy shape check accepts an expression, TensorFlow computes the same shape."""
     import tensorflow as tf
 
-    from gradinspect.engine.expressions import ExpressionError, check_shapes, evaluate, parse
+    from gradinspect.engine.expressions import check_shapes, evaluate, parse
+    from gradinspect.errors import ExpressionError
 
     shapes = {"act": (2, 3), "out": (2, 2), "grad": (2, 3)}
     variables = {"from": {"kernel": (2, 3)}, "to": {"kernel": (3, 2)}}

@@ -22,6 +22,7 @@ from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat, re
 from gradinspect.artifacts.graphscan import scan_savedmodel
 from gradinspect.artifacts.scan import ensure_safe
 from gradinspect.errors import ModelFileError, ModelLoadError
+from gradinspect.formatting import first_line
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,14 @@ def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> 
         try:
             return LoadedModel(_keras3(artifact, objects, unsafe), artifact, "keras")
         except Exception as exc:
-            raise ModelLoadError(f"{artifact.path}: Keras could not load the model: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"{artifact.path}: Keras could not load the model: {first_line(exc)}") from exc
     if artifact.format is ModelFormat.H5:
         return _load_h5(artifact, objects, unsafe)
     if artifact.format is ModelFormat.SAVEDMODEL_KERAS:
         try:
             return LoadedModel(_tf_keras(artifact, objects), artifact, "tf_keras")
         except Exception as exc:
-            raise ModelLoadError(
-                f"{artifact.path}: tf_keras could not load the SavedModel: {_first_line(exc)}"
-            ) from exc
+            raise ModelLoadError(f"{artifact.path}: tf_keras could not load the SavedModel: {first_line(exc)}") from exc
     quiet_tensorflow()
     import tensorflow as tf
 
@@ -125,7 +124,7 @@ def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> 
         with _silenced():
             obj = tf.saved_model.load(str(artifact.source))
     except Exception as exc:
-        raise ModelLoadError(f"{artifact.path}: TensorFlow could not load the SavedModel: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"{artifact.path}: TensorFlow could not load the SavedModel: {first_line(exc)}") from exc
     return LoadedModel(obj, artifact, "tf.saved_model")
 
 
@@ -135,7 +134,7 @@ def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Loade
         try:
             model = _keras3(artifact, objects, unsafe)
         except Exception as exc:
-            keras3_error = _first_line(exc)
+            keras3_error = first_line(exc)
         else:
             keras3_error = _input_shape_mismatch(artifact, model)
             if keras3_error is None:
@@ -145,7 +144,7 @@ def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Loade
         model = _tf_keras(artifact, objects)
     except Exception as exc:
         raise ModelLoadError(
-            f"{artifact.path}: neither Keras 3 ({keras3_error}) nor tf_keras ({_first_line(exc)}) could load the model"
+            f"{artifact.path}: neither Keras 3 ({keras3_error}) nor tf_keras ({first_line(exc)}) could load the model"
         ) from exc
     return LoadedModel(model, artifact, "tf_keras", note=f"Keras 3: {keras3_error}")
 
@@ -251,12 +250,6 @@ def _silenced() -> Iterator[None]:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    line = text.splitlines()[0].strip()
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def as_loaded(model_or_path: Any, custom_objects: Any, unsafe: bool) -> LoadedModel:

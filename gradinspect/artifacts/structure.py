@@ -136,10 +136,6 @@ def _as_shape(value: Any) -> tuple | None:
     return None
 
 
-def _is_model(layer: dict[str, Any]) -> bool:
-    return has_layer_structure(layer)
-
-
 class _Walker:
     """Walks a model config the way Keras walks ``model.layers``, emitting rows."""
 
@@ -251,7 +247,7 @@ class _Walker:
         path = f"{prefix}{lname}"
         trainable = parent_trainable and cfg.get("trainable", True) is not False
         group = self._keras3_group(container, cls, lname, used) if self.fmt is ModelFormat.KERAS else None
-        if _is_model(layer):
+        if has_layer_structure(layer):
             index = len(self.rows)
             self.rows.append(LayerRow(path, cls, None, 0, 0, trainable, depth, is_container=True))
             sub_h5 = self._h5_group(lname) if self.fmt is ModelFormat.H5 and h5_group is None else h5_group
@@ -411,8 +407,6 @@ def _node_inputs(node: Any) -> list[tuple[str, int, int, tuple | None]]:
         for item in node:
             if isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str):
                 found.append((item[0], int(item[1]), int(item[2]), None))
-    elif isinstance(node, dict) and "inbound_layers" in node:  # some tf.keras variants
-        pass
     return found
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gradinspect.errors import BaselineError, UsageProblem
+from gradinspect.formatting import MISSING, number
 from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
 
 BASELINE_VERSION = 1
@@ -89,16 +90,12 @@ def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
     return results
 
 
-def _g(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
+    return MISSING if value is None else f"{value:.1%}"
 
 
 def _fmt(rule: str, value: float | None) -> str:
-    return _pct(value) if rule == "max-zero-fraction" else _g(value)
+    return _pct(value) if rule == "max-zero-fraction" else number(value)
 
 
 # --- baselines --------------------------------------------------------------------------
@@ -177,7 +174,7 @@ def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label:
                     old,
                     "no gradient, as in the baseline"
                     if ok
-                    else f"gradient norm {_g(old)} in the baseline, {_g(new)} now",
+                    else f"gradient norm {number(old)} in the baseline, {number(new)} now",
                 )
             )
             continue
@@ -190,7 +187,9 @@ def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label:
                 ok,
                 new,
                 old,
-                f"norm {_g(old)} -> {_g(new)} ({(new - old) / old:+.2%})" if old else f"norm {_g(old)} -> {_g(new)}",
+                f"norm {number(old)} -> {number(new)} ({(new - old) / old:+.2%})"
+                if old
+                else f"norm {number(old)} -> {number(new)}",
             )
         )
     return results

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gradinspect.errors import GradientError
+from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport
 
 
@@ -54,8 +55,7 @@ def float64_copy(loaded: Any, objects: dict[str, Any], unsafe: bool) -> Any:
         )
     except Exception as exc:
         raise GradientError(
-            f"{loaded.artifact.path}: could not rebuild the model in float64 for finite differences: "
-            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"
+            f"{loaded.artifact.path}: could not rebuild the model in float64 for finite differences: {first_line(exc)}"
         ) from exc
     return copy
 

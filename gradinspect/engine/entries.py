@@ -98,9 +98,3 @@ def _numpy(g: Any) -> np.ndarray:
     import tensorflow as tf
 
     return tf.convert_to_tensor(g).numpy()
-
-
-def flat_outputs(y: Any) -> list[Any]:
-    from gradinspect.engine.capture import flatten
-
-    return flatten(y)

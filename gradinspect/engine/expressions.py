@@ -16,12 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.errors import GradinspectError
-
-
-class ExpressionError(GradinspectError):
-    """An expression that is not in the language, or whose shapes do not fit."""
-
+from gradinspect.errors import ExpressionError
+from gradinspect.formatting import first_line
+from gradinspect.formatting import shape as shape_text
 
 BUILTIN_STAGE2 = {
     # The article's example 2, made shape-correct: g (like act) is mapped through the to-layer's
@@ -307,7 +304,9 @@ class _Evaluator:
                 return value[index]
             except (IndexError, ValueError, TypeError) as exc:
                 raise _refuse(
-                    self.expr, node, f"the index does not fit shape {_fmt(np.shape(value))} ({_first(exc)})"
+                    self.expr,
+                    node,
+                    f"the index does not fit shape {shape_text(np.shape(value))} ({first_line(exc, 160)})",
                 ) from None
         raise _refuse(self.expr, node, "cannot evaluate")
 
@@ -328,9 +327,9 @@ class _Evaluator:
         shapes = [tuple(np.shape(a)) for a in args]
         where = self.expr.segment(node)
         if len(args) == 2:
-            what = f"{texts[0]} is {_fmt(shapes[0])} and {texts[1]} is {_fmt(shapes[1])}"
+            what = f"{texts[0]} is {shape_text(shapes[0])} and {texts[1]} is {shape_text(shapes[1])}"
         else:
-            what = f"{texts[0]} is {_fmt(shapes[0])}"
+            what = f"{texts[0]} is {shape_text(shapes[0])}"
         kind = "matmul" if op == "matmul" else ("elementwise " + op if len(args) == 2 else op)
         hint = self._suggest(op, texts, shapes)
         return ExpressionError(
@@ -354,10 +353,10 @@ class _Evaluator:
                 if len(shape) >= 2 and shape[-1] == ms[0]:
                     mapped = shape[:-1] + (ms[1],)
                     if self._fits(op, mapped, other, first=(i == 0)):
-                        ideas.append(f"matmul({text}, {name}) has shape {_fmt(mapped)}")
+                        ideas.append(f"matmul({text}, {name}) has shape {shape_text(mapped)}")
         for i, (text, shape, other) in enumerate(((la, sa, sb), (lb, sb, sa))):
             if len(shape) == 2 and self._fits(op, shape[::-1], other, first=(i == 0)):
-                ideas.append(f"transpose({text}) has shape {_fmt(shape[::-1])}")
+                ideas.append(f"transpose({text}) has shape {shape_text(shape[::-1])}")
         return " or ".join(dict.fromkeys(ideas))[:300] if ideas else ""
 
     @staticmethod
@@ -386,13 +385,3 @@ def _is_shape_error(exc: Exception) -> bool:
             "In[0] and In[1]",
         )
     )
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
-
-
-def _fmt(shape: Any) -> str:
-    shape = tuple(shape)
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

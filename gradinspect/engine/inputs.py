@@ -10,6 +10,7 @@ import numpy as np
 
 from gradinspect.engine.readers import read_arrays
 from gradinspect.errors import InputDataError
+from gradinspect.formatting import shape as shape_text
 from gradinspect.report import InputSpec
 
 # Refuse --random requests that would need more than this, before allocating anything.
@@ -31,7 +32,7 @@ def random_arrays(
             dims = list(override)
         if any(d is None for d in dims):
             raise InputDataError(
-                f"input {spec.name!r} has shape {_fmt(spec.shape)} with unknown dimensions; "
+                f"input {spec.name!r} has shape {shape_text(spec.shape, '(unknown)')} with unknown dimensions; "
                 "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
             )
         # A signature with a fixed first dimension (e.g. half_plus_two's x: (1,)) takes exactly that many.
@@ -62,12 +63,6 @@ def _np_dtype(dtype: str | None) -> str:
     return dtype
 
 
-def _fmt(shape: Any) -> str:
-    if shape is None:
-        return "(unknown)"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def check_arrays(
     arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str
 ) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -92,15 +87,16 @@ def check_arrays(
                 )
                 if not flat_ok:
                     raise InputDataError(
-                        f"{source}: input {spec.name!r} expects shape {_fmt(expected)}, received {_fmt(a.shape)}"
+                        f"{source}: input {spec.name!r} expects shape {shape_text(expected)}, "
+                        f"received {shape_text(a.shape)}"
                     )
                 a = a.reshape((a.shape[0], *expected[1:]))
         if a.shape[0] == 0:
             raise InputDataError(f"{source}: input {spec.name!r} is empty (batch of 0 samples)")
         if expected and expected[0] is not None and a.shape[0] != expected[0]:
             raise InputDataError(
-                f"{source}: input {spec.name!r} expects shape {_fmt(expected)} (a fixed first dimension), "
-                f"received {_fmt(a.shape)}"
+                f"{source}: input {spec.name!r} expects shape {shape_text(expected)} (a fixed first dimension), "
+                f"received {shape_text(a.shape)}"
             )
         if batch is not None and a.shape[0] != batch:
             raise InputDataError(f"{source}: inputs have different batch sizes ({batch} and {a.shape[0]})")

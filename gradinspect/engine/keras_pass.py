@@ -7,14 +7,13 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, variable_name
-from gradinspect.engine.capture import recording
+from gradinspect.engine.capture import flatten, recording
 from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
     NON_DIFFERENTIABLE,
     NOT_BETWEEN,
     NOT_CALLED,
-    flat_outputs,
     grad_report,
     numpy_and_stats,
     output_gradient,
@@ -22,6 +21,7 @@ from gradinspect.engine.entries import (
     weight_gradient,
 )
 from gradinspect.errors import GradientError, LayerNameError
+from gradinspect.formatting import first_line
 from gradinspect.report import InputSpec, OutputGradient, PairReport, WeightGradient
 
 
@@ -75,7 +75,7 @@ def run_keras_pass(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target,
                         each.watch(t)
             with recording(call_layers, [tape, *inner]) as calls:
                 y = model(feed, training=training)
-            outputs = list(flat_outputs(y))
+            outputs = list(flatten(y))
             require_differentiable(outputs, loss_spec)
             loss_value = loss_fn(outputs, target)
             for p, layer in input_layers.items():
@@ -89,7 +89,7 @@ def run_keras_pass(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target,
     except GradientError:
         raise
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise GradientError(f"the forward pass failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise GradientError(f"the forward pass failed: {first_line(exc)}") from exc
     from gradinspect.artifacts.structure import layers_feeding_outputs
     from gradinspect.engine.losses import outputs_used
 

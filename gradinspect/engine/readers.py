@@ -13,6 +13,7 @@ import numpy as np
 
 from gradinspect.artifacts import limits
 from gradinspect.errors import InputDataError, ResourceLimitError
+from gradinspect.formatting import first_line
 
 
 def read_arrays(spec: str, names: list[str]) -> dict[str, np.ndarray]:
@@ -51,12 +52,9 @@ def read_arrays(spec: str, names: list[str]) -> dict[str, np.ndarray]:
     except RecursionError:
         raise InputDataError(f"{_label(spec)}: the data is nested too deeply to be an array") from None
     except Exception as exc:  # numpy, zipfile, json and h5py raise many kinds on malformed files
-        raise InputDataError(f"{_label(spec)}: cannot read the data ({type(exc).__name__}: {_short(exc)})") from exc
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+        raise InputDataError(
+            f"{_label(spec)}: cannot read the data ({type(exc).__name__}: {first_line(exc, 200)})"
+        ) from exc
 
 
 def _label(spec: str) -> str:

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts.loading import LoadedModel
+from gradinspect.engine.capture import flatten
 from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
     NON_DIFFERENTIABLE,
     UNUSED_VARIABLE,
-    flat_outputs,
     grad_report,
     numpy_and_stats,
     output_gradient,
@@ -21,6 +21,7 @@ from gradinspect.engine.entries import (
     weight_gradient,
 )
 from gradinspect.errors import GradientError, LayerNameError
+from gradinspect.formatting import first_line
 from gradinspect.report import InputSpec, PairReport
 
 
@@ -74,13 +75,13 @@ def run_savedmodel(loaded, signature, arrays, pairs, all_layers, loss_spec, loss
             for _, _, v in variables:
                 tape.watch(v)
             result = fn(**feeds)
-            outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else flat_outputs(result)
+            outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else flatten(result)
             require_differentiable(outputs, loss_spec)
             loss_value = loss_fn(outputs, target)
     except GradientError:
         raise
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise GradientError(f"the signature {key!r} failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        raise GradientError(f"the signature {key!r} failed: {first_line(exc)}") from exc
     sources = list(feeds.values()) + [v for _, _, v in variables]
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}

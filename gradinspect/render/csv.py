@@ -6,8 +6,8 @@ import csv
 import io
 from typing import Any
 
+from gradinspect.formatting import shape
 from gradinspect.render.safetext import csv_text
-from gradinspect.render.text import shape
 
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
 

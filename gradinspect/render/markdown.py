@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gradinspect.formatting import count, number, shape
 from gradinspect.render.safetext import markdown_text
-from gradinspect.render.text import count, shape
 
 
 def _cell(text: str) -> str:
@@ -20,10 +20,6 @@ def _code(text: str) -> str:
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _g(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
 
 
 def _render_grad(report: Any) -> str:
@@ -47,10 +43,9 @@ def _render_grad(report: Any) -> str:
             if s is None:
                 lines.append(f"| {_cell(o.layer)} | {o.call} | {shape(o.shape)} | {_cell(o.missing or '')} |||||||")
                 continue
-            lines.append(
-                f"| {_cell(o.layer)} | {o.call} | {shape(o.shape)} | {_g(s.norm)} | {_g(s.mean)} | {_g(s.std)} | "
-                f"{_g(s.min)} | {_g(s.max)} | {_g(s.abs_mean)} | {_g(s.zero_fraction)} | {s.nonfinite} |"
-            )
+            values = (s.norm, s.mean, s.std, s.min, s.max, s.abs_mean, s.zero_fraction)
+            cells = " | ".join(number(v) for v in values)
+            lines.append(f"| {_cell(o.layer)} | {o.call} | {shape(o.shape)} | {cells} | {s.nonfinite} |")
         lines += [
             "",
             "| Weight | Variable | Shape | Grad norm | Weight norm | Ratio | Max \\|g\\| | NaN/Inf |",
@@ -64,8 +59,8 @@ def _render_grad(report: Any) -> str:
                 )
                 continue
             lines.append(
-                f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {_g(s.norm)} | "
-                f"{_g(w.weight_norm)} | {_g(w.ratio)} | {_g(s.abs_max)} | {s.nonfinite} |"
+                f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {number(s.norm)} | "
+                f"{number(w.weight_norm)} | {number(w.ratio)} | {number(s.abs_max)} | {s.nonfinite} |"
             )
         if pair.stage2 is not None:
             lines += _stage2(pair.stage2)
@@ -78,16 +73,16 @@ def _stage2(st: Any) -> list[str]:
     lines = [
         "",
         f"Stage 1 {_code(st.stage1_expr)} = {st.stage1_value:.6g}; g: shape {shape(st.grad_shape)}, "
-        f"norm {_g(st.grad_stats.norm)}. Stage 2 {_code(st.expr)} = {st.value:.6g} ({mode}).",
+        f"norm {number(st.grad_stats.norm)}. Stage 2 {_code(st.expr)} = {st.value:.6g} ({mode}).",
         "",
         "| Stage-2 weight | Variable | Shape | Grad norm | Plain norm | Cosine | Norm ratio |",
         "|---|---|---|--:|--:|--:|--:|",
     ]
     for w in st.weights:
-        norm = _g(w.stats.norm) if w.stats else _cell(w.missing or "—")
+        norm = number(w.stats.norm) if w.stats else _cell(w.missing or "—")
         lines.append(
-            f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {norm} | {_g(w.plain_norm)} | "
-            f"{_g(w.cosine)} | {_g(w.norm_ratio)} |"
+            f"| {_cell(w.layer)} | {_cell(w.variable)} | {shape(w.shape)} | {norm} | {number(w.plain_norm)} | "
+            f"{number(w.cosine)} | {number(w.norm_ratio)} |"
         )
     return lines
 

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradinspect.render.text import count, display_name, shape
+from gradinspect.formatting import count, number, shape
+from gradinspect.render.text import display_name
 
 
 def render(report: Any, *, color: bool = False, width: int | None = None) -> str:
@@ -43,7 +44,7 @@ EXPLODING = 1e3
 def _num(value: float | None, style_bad: bool = False) -> Text:
     if value is None:
         return Text("—", style="dim")
-    return Text(f"{value:.4g}", style="bold red" if style_bad else "")
+    return Text(number(value), style="bold red" if style_bad else "")
 
 
 def _norm_cell(stats) -> Text:
@@ -144,7 +145,7 @@ def _stage2(console: Console, pair) -> None:
     console.print(
         Text(
             f"stage 1: {st.stage1_expr} = {st.stage1_value:.6g}   g = d stage1/d act({pair.from_layer}): "
-            f"shape {shape(st.grad_shape)}, norm {_fmt(g.norm)}, mean {_fmt(g.mean)}, max |g| {_fmt(g.abs_max)}"
+            f"shape {shape(st.grad_shape)}, norm {number(g.norm)}, mean {number(g.mean)}, max |g| {number(g.abs_max)}"
         )
     )
     console.print(Text(f"stage 2: {st.expr} = {st.value:.6g}   ({mode})"))
@@ -184,10 +185,6 @@ def _stage2(console: Console, pair) -> None:
             _num(w.norm_ratio),
         )
     console.print(table)
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
 
 
 def _layers(console: Console, report: Any) -> None:
