@@ -15,9 +15,7 @@ import click
 from gradinspect import __version__
 from gradinspect.errors import GradinspectError, UsageProblem
 from gradinspect.formatting import first_line
-
-FORMATS = ("table", "json", "markdown", "csv")
-
+from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 # An unexpected exception is a bug in gradinspect, not bad input (2) or a failed check (1).
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h)
@@ -136,9 +134,11 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("model", type=click.Path())(fn)
 
 
-def output_options(formats: tuple[str, ...] = FORMATS) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--format`` (one of ``formats``) and ``--output``."""
-    return lambda fn: _output_options(fn, formats)
+def output_options(report_type: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` (the formats ``report_type`` has renderers for) and ``--output``."""
+    from gradinspect.render import formats_for
+
+    return lambda fn: _output_options(fn, formats_for(report_type))
 
 
 def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callable[..., Any]:
@@ -214,7 +214,7 @@ def _unsafe_notice(unsafe: bool) -> None:
 
 @main.command()
 @model_options
-@output_options()
+@output_options(LayersReport)
 def layers(
     model: str, custom_objects: str | None, unsafe: bool, max_memory: int | None, fmt: str, output: str | None
 ) -> None:
@@ -332,7 +332,7 @@ def _data(options: dict[str, Any]) -> dict[str, Any]:
     "'seed' = sum(out) + sum(matmul(grad, to.kernel) * out); 'grad-penalty' = (norm(grad) - 1) ** 2.",
 )
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
-@output_options()
+@output_options(GradReport)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
 def grad(
@@ -426,7 +426,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.option(
     "--rtol", type=float, default=1e-3, show_default=True, help="Relative change of a norm --baseline allows."
 )
-@output_options(("table", "json", "junit", "markdown"))
+@output_options(CheckReport)
 @click.pass_context
 def check(
     ctx,
@@ -544,7 +544,7 @@ def check(
     show_default=True,
     help="Allowed max |tape - fd| / max(1, |fd|).",
 )
-@output_options(("table", "json"))
+@output_options(VerifyReport)
 @click.pass_context
 def verify(
     ctx,

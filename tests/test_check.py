@@ -218,3 +218,13 @@ def test_verify_reports_progress():
     report = verify(SAMPLES / "mlp.keras", "dense_2", None, samples=3, progress=lambda d, t: calls.append((d, t)))
     total = sum(e.checked for e in report.entries)
     assert calls == [(i, total) for i in range(1, total + 1)]
+
+
+def test_check_json_says_which_mode_ran():
+    """The check report's JSON is derived like grad's: its inputs block carries `training` too."""
+    for flags, expected in (((), False), (("--training",), True)):
+        result = run_cli("check", SAMPLES / "mlp.keras", "-f", "json", *flags)
+        assert result.exit_code == 0, result.stderr
+        inputs = json.loads(result.stdout)["inputs"]
+        assert inputs["training"] is expected
+        assert inputs["batch_size"] == 4 and inputs["fingerprint"].startswith("sha256:")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gradinspect.render import RENDERERS, OutputFormat, render
+from gradinspect.render import REGISTRY, OutputFormat, formats_for, render
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -36,15 +36,27 @@ def test_every_format_has_a_renderer():
     import click
 
     from gradinspect.cli import main
+    from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
-    assert set(RENDERERS) == set(OutputFormat)
-    offered = set()
-    for command in main.commands.values():
+    assert {fmt for _, fmt in REGISTRY} == set(OutputFormat)
+    offered = {}
+    for name, command in main.commands.items():
         for param in command.params:
             if param.name == "fmt":
                 assert isinstance(param.type, click.Choice)
-                offered |= set(param.type.choices)
-    assert offered == {f.value for f in OutputFormat}
+                offered[name] = tuple(param.type.choices)
+    # Each command offers exactly the formats its report type has renderers for.
+    kinds = {"layers": LayersReport, "grad": GradReport, "check": CheckReport, "verify": VerifyReport}
+    assert offered == {name: formats_for(kind) for name, kind in kinds.items()}
+
+
+def test_a_format_a_report_type_lacks_is_a_clear_error():
+    from gradinspect.errors import UsageProblem
+    from gradinspect.report import CheckReport, Rules
+
+    report = CheckReport(_grad_report(), (), Rules())
+    with pytest.raises(UsageProblem, match="--format csv is not available for check results; choose from table"):
+        render(report, "csv")
 
 
 @pytest.mark.parametrize("fmt,suffix", [("table", "txt"), ("markdown", "md"), ("csv", "csv"), ("json", "json")])

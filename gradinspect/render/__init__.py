@@ -1,17 +1,21 @@
-"""One renderer per output format; each turns a report into text."""
+"""Renderers, one per (report type, output format), chosen from one registry.
+
+``REGISTRY`` maps each pair to ``"module:function"`` in this package; modules are imported when
+first used, so ``--help`` stays fast. ``formats_for(report type)`` gives a command's ``--format``
+choices; asking for a pair that is not registered is a UsageProblem, never an AttributeError.
+Every renderer except JSON gets the report with names from the model made printable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from enum import Enum
 from typing import Any
 
-from gradinspect.render import csv as _csv
-from gradinspect.render import json as _json
-from gradinspect.render import junit as _junit
-from gradinspect.render import markdown as _markdown
-from gradinspect.render import table as _table
+from gradinspect.errors import UsageProblem
+from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import sanitized
+from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 
 class OutputFormat(str, Enum):
@@ -24,21 +28,45 @@ class OutputFormat(str, Enum):
     JUNIT = "junit"
 
 
-RENDERERS: dict[OutputFormat, Callable[..., str]] = {
-    OutputFormat.TABLE: _table.render,
-    OutputFormat.JSON: _json.render,
-    OutputFormat.MARKDOWN: _markdown.render,
-    OutputFormat.CSV: _csv.render,
-    OutputFormat.JUNIT: _junit.render,
+REGISTRY: dict[tuple[type, OutputFormat], str] = {
+    (LayersReport, OutputFormat.TABLE): "table:layers",
+    (LayersReport, OutputFormat.JSON): "json:any_report",
+    (LayersReport, OutputFormat.MARKDOWN): "markdown:layers",
+    (LayersReport, OutputFormat.CSV): "csv:layers",
+    (GradReport, OutputFormat.TABLE): "table:grad",
+    (GradReport, OutputFormat.JSON): "json:any_report",
+    (GradReport, OutputFormat.MARKDOWN): "markdown:grad",
+    (GradReport, OutputFormat.CSV): "csv:grad",
+    (CheckReport, OutputFormat.TABLE): "table:check",
+    (CheckReport, OutputFormat.JSON): "json:any_report",
+    (CheckReport, OutputFormat.JUNIT): "junit:check",
+    (CheckReport, OutputFormat.MARKDOWN): "markdown:check",
+    (VerifyReport, OutputFormat.TABLE): "table:verify",
+    (VerifyReport, OutputFormat.JSON): "json:any_report",
 }
+
+_KIND = {LayersReport: "layers", GradReport: "grad", CheckReport: "check", VerifyReport: "verify"}
+
+
+def formats_for(report_type: type) -> tuple[str, ...]:
+    """The ``--format`` values a report type can be rendered as, table first."""
+    return tuple(fmt.value for (kind, fmt) in REGISTRY if kind is report_type)
 
 
 def render(report: Any, fmt: OutputFormat | str, *, color: bool = False, width: int | None = None) -> str:
-    """Render ``report`` as ``fmt``. ``color``/``width`` matter only for the table."""
+    """Render ``report`` as ``fmt`` (``color``/``width`` matter to the table); raise UsageProblem for a
+    format that report type does not have."""
     fmt = OutputFormat(fmt)
+    target = REGISTRY.get((type(report), fmt))
+    if target is None:
+        kind = _KIND.get(type(report), type(report).__name__)
+        raise UsageProblem(
+            f"--format {fmt.value} is not available for {kind} results; choose from "
+            f"{', '.join(formats_for(type(report))) or 'none'}"
+        )
+    module_name, function = target.split(":")
+    renderer = getattr(importlib.import_module(f"gradinspect.render.{module_name}"), function)
     if fmt is not OutputFormat.JSON:
         # JSON escapes control characters itself; every other format gets printable names.
         report = sanitized(report)
-    if fmt is OutputFormat.TABLE:
-        return _table.render(report, color=color, width=width)
-    return RENDERERS[fmt](report)
+    return renderer(report, RenderOptions(color=color, width=width))

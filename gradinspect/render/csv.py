@@ -7,7 +7,9 @@ import io
 from typing import Any
 
 from gradinspect.formatting import shape
+from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import csv_text
+from gradinspect.report import GradReport, LayersReport
 
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
 
@@ -62,41 +64,43 @@ def _blank(value: Any) -> Any:
     return "" if value is None else value
 
 
-def render(report: Any) -> str:
-    from gradinspect.report import GradReport
-
+def grad(report: GradReport, options: RenderOptions) -> str:
     buf = io.StringIO()
     writer = _SafeWriter(csv.writer(buf, lineterminator="\n"))
-    if isinstance(report, GradReport):
-        writer.writerow(GRAD_COLUMNS)
-        for pair in report.pairs:
-            tag = f"{pair.from_layer}:{pair.to_layer}"
-            for o in pair.outputs:
-                writer.writerow(_row(tag, "output", o.layer, o.call, o.tensor, "", o.shape, o.stats, o.missing))
-            for w in pair.weights:
+    writer.writerow(GRAD_COLUMNS)
+    for pair in report.pairs:
+        tag = f"{pair.from_layer}:{pair.to_layer}"
+        for o in pair.outputs:
+            writer.writerow(_row(tag, "output", o.layer, o.call, o.tensor, "", o.shape, o.stats, o.missing))
+        for w in pair.weights:
+            writer.writerow(
+                _row(tag, "weight", w.layer, "", "", w.variable, w.shape, w.stats, w.missing, w.weight_norm)
+            )
+        if pair.stage2 is not None:
+            for w in pair.stage2.weights:
                 writer.writerow(
-                    _row(tag, "weight", w.layer, "", "", w.variable, w.shape, w.stats, w.missing, w.weight_norm)
-                )
-            if pair.stage2 is not None:
-                for w in pair.stage2.weights:
-                    writer.writerow(
-                        _row(
-                            tag,
-                            "stage2",
-                            w.layer,
-                            "",
-                            "",
-                            w.variable,
-                            w.shape,
-                            w.stats,
-                            w.missing,
-                            "",
-                            w.plain_norm,
-                            w.cosine,
-                            w.norm_ratio,
-                        )
+                    _row(
+                        tag,
+                        "stage2",
+                        w.layer,
+                        "",
+                        "",
+                        w.variable,
+                        w.shape,
+                        w.stats,
+                        w.missing,
+                        "",
+                        w.plain_norm,
+                        w.cosine,
+                        w.norm_ratio,
                     )
-        return buf.getvalue()
+                )
+    return buf.getvalue()
+
+
+def layers(report: LayersReport, options: RenderOptions) -> str:
+    buf = io.StringIO()
+    writer = _SafeWriter(csv.writer(buf, lineterminator="\n"))
     writer.writerow(["name", "class", "output_shape", "params", "trainable_params", "trainable", "depth"])
     for row in report.layers:
         writer.writerow(

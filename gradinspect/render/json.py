@@ -6,8 +6,11 @@ import json
 import math
 from typing import Any
 
+from gradinspect.render.options import RenderOptions
 
-def render(report: Any) -> str:
+
+def any_report(report: Any, options: RenderOptions) -> str:
+    """Every report type: its ``to_dict()`` (see gradinspect.jsonform)."""
     return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False) + "\n"
 
 

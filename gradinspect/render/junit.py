@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
+
+from gradinspect.render.options import RenderOptions
+from gradinspect.report import CheckReport
 
 
-def render(report: Any) -> str:
-    from gradinspect.report import CheckReport
-
-    if not isinstance(report, CheckReport):
-        raise TypeError("JUnit output is for `gradinspect check`")
+def check(report: CheckReport, options: RenderOptions) -> str:
     failures = len(report.failures)
     root = ET.Element("testsuites", name="gradinspect", tests=str(len(report.results)), failures=str(failures))
     suite = ET.SubElement(

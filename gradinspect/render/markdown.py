@@ -6,7 +6,9 @@ import re
 from typing import Any
 
 from gradinspect.formatting import count, number, shape
+from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import markdown_text
+from gradinspect.report import CheckReport, GradReport, LayersReport
 
 
 def _cell(text: str) -> str:
@@ -112,13 +114,15 @@ def _render_check(report: Any) -> str:
     return "\n".join(lines)
 
 
-def render(report: Any) -> str:
-    from gradinspect.report import CheckReport, GradReport
+def grad(report: GradReport, options: RenderOptions) -> str:
+    return _render_grad(report)
 
-    if isinstance(report, CheckReport):
-        return _render_check(report)
-    if isinstance(report, GradReport):
-        return _render_grad(report)
+
+def check(report: CheckReport, options: RenderOptions) -> str:
+    return _render_check(report)
+
+
+def layers(report: LayersReport, options: RenderOptions) -> str:
     m = report.model
     lines = [f"### Layers of {_code(m.path)} ({m.format})", ""]
     for sig in report.signatures:

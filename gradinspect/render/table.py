@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -10,30 +11,40 @@ from rich.table import Table
 from rich.text import Text
 
 from gradinspect.formatting import count, number, shape
+from gradinspect.render.options import RenderOptions
 from gradinspect.render.text import display_name
+from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 
-def render(report: Any, *, color: bool = False, width: int | None = None) -> str:
+def _drawn(draw: Callable[[Console, Any], None], report: Any, options: RenderOptions) -> str:
+    """Run ``draw`` on a console that writes to a string: colour only when asked, a fixed width."""
     buf = io.StringIO()
     console = Console(
         file=buf,
-        force_terminal=color,
-        no_color=not color,
-        width=width or 160,
+        force_terminal=options.color,
+        no_color=not options.color,
+        width=options.width or 160,
         highlight=False,
         soft_wrap=False,
     )
-    from gradinspect.report import CheckReport, GradReport, VerifyReport
-
-    if isinstance(report, VerifyReport):
-        _verify(console, report)
-    elif isinstance(report, CheckReport):
-        _check(console, report)
-    elif isinstance(report, GradReport):
-        _grad(console, report)
-    else:
-        _layers(console, report)
+    draw(console, report)
     return buf.getvalue()
+
+
+def layers(report: LayersReport, options: RenderOptions) -> str:
+    return _drawn(_layers, report, options)
+
+
+def grad(report: GradReport, options: RenderOptions) -> str:
+    return _drawn(_grad, report, options)
+
+
+def check(report: CheckReport, options: RenderOptions) -> str:
+    return _drawn(_check, report, options)
+
+
+def verify(report: VerifyReport, options: RenderOptions) -> str:
+    return _drawn(_verify, report, options)
 
 
 # A gradient norm outside this band is flagged as vanishing or exploding.

@@ -1,0 +1,13 @@
+"""What a renderer may be told besides the report: colour and terminal width (the table uses them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """``color``: emit ANSI styles (only for a terminal); ``width``: columns to fit (None: 160)."""
+
+    color: bool = False
+    width: int | None = None
