@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gradinspect.errors import OutputError
 
@@ -126,3 +127,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """``arrays`` as the bytes of an ``.npz`` file (``--save-npz``), built in memory for :func:`write_all`."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()

@@ -184,7 +184,7 @@ def test_verify_passes_on_standard_layers():
         data = json.loads(result.stdout)
         assert data["passed"] and all(e["max_error"] < 1e-8 for e in data["entries"])
     cnn = run_cli(
-        "verify", SAMPLES / "cnn.keras", "--layer", "conv1", "--loss", "unit:1", "--samples", "5", "-f", "json"
+        "verify", SAMPLES / "cnn.keras", "--layer", "conv1", "--loss", "unit:1", "--entries", "5", "-f", "json"
     )
     assert cnn.exit_code == 0
     assert [e["checked"] for e in json.loads(cnn.stdout)["entries"]] == [5, 5, 4]  # output, kernel, bias (4 entries)
@@ -215,7 +215,7 @@ def test_verify_reports_progress():
     from gradinspect import verify
 
     calls = []
-    report = verify(SAMPLES / "mlp.keras", "dense_2", None, samples=3, progress=lambda d, t: calls.append((d, t)))
+    report = verify(SAMPLES / "mlp.keras", "dense_2", None, entries=3, progress=lambda d, t: calls.append((d, t)))
     total = sum(e.checked for e in report.entries)
     assert calls == [(i, total) for i in range(1, total + 1)]
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ class LoadedModel:
     artifact: Artifact
     loader: str
     note: str | None = None
+    # The user's custom objects (imported once per command) and --unsafe, for loaders run later
+    # (verify rebuilds the model in float64).
+    objects: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    unsafe: bool = False
 
 
 def load_model(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LoadedModel:
@@ -103,6 +107,10 @@ def _stored_weight_bytes(artifact: Artifact) -> int:
 
 def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
     """Load an artifact that already passed the safety scan (or that the user marked --unsafe)."""
+    return replace(_load(artifact, objects, unsafe), objects=objects, unsafe=unsafe)
+
+
+def _load(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
     if artifact.format is ModelFormat.KERAS:
         # tf_keras never sees a .keras file: it loads Keras 3 subclassed models with random
         # weights, silently.

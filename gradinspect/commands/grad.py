@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gradinspect.artifacts.live import model_inputs
 from gradinspect.artifacts.loading import as_loaded
 from gradinspect.engine.inputs import prepare_inputs, target_array
-from gradinspect.engine.keras_pass import resolve_pairs, run_keras_pass
+from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import compiled_loss, make_loss
-from gradinspect.engine.signatures import run_savedmodel, savedmodel_signature
+from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.signatures import savedmodel_signature, signature_gradients
 from gradinspect.engine.stages import parse_stages
 from gradinspect.errors import GradientError
 from gradinspect.report import GradReport
@@ -43,31 +45,33 @@ def inspect_gradients(
     seeded samples. Raises GradinspectError subclasses for every expected failure.
     """
     loaded = as_loaded(model_or_path, custom_objects, unsafe)
-    signature = None
-    if loaded.loader == "tf.saved_model":
-        signature = savedmodel_signature(loaded)
-        specs = list(signature[2])
-    else:
-        specs = model_inputs(loaded.model)
-    arrays, source, notes = prepare_inputs(specs, inputs, random, seed, input_shape, samples, batch_size)
-    batch = next(iter(arrays.values())).shape[0]
+    signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
+    specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
+    arrays, source, notes = prepare_inputs(list(specs), inputs, random, seed, input_shape, samples, batch_size)
     loss_spec = loss
     if loss == "compiled":
         loss_spec = compiled_loss(loaded)
         notes.append(f"--loss compiled: the model was saved with loss {loss_spec}")
-    loss_fn = make_loss(loss_spec, target is not None)
-    target_values = target_array(target, samples, batch_size, batch)
+    batch = next(iter(arrays.values())).shape[0]
+    request = GradientRequest(
+        loaded,
+        arrays,
+        specs,
+        (),
+        loss,
+        make_loss(loss_spec, target is not None),
+        target_array(target, samples, batch_size, batch),
+        training,
+        source=source,
+        notes=tuple(notes),
+    )
     if signature is not None:
         if stage2 is not None:
             raise GradientError(
                 f"{loaded.artifact.path}: --stage2 needs layers (act/out); a SavedModel without Keras metadata has none"
             )
-        return run_savedmodel(
-            loaded, signature, arrays, pairs, all_layers, loss, loss_fn, target_values, source, tuple(notes)
-        )
-    pair_list = resolve_pairs(loaded.model, pairs, all_layers)
+        return signature_gradients(replace(request, pairs=() if all_layers else tuple(pairs or ())), signature)
     n_outputs = len(getattr(loaded.model, "outputs", None) or [None])
     stages = parse_stages(stage1, stage2, through, n_outputs, target is not None)
-    return run_keras_pass(
-        loaded, arrays, specs, pair_list, loss, loss_fn, target_values, training, source, tuple(notes), stages
-    )
+    pair_list = tuple(resolve_pairs(loaded.model, pairs, all_layers))
+    return keras_gradients(replace(request, pairs=pair_list, stages=stages))

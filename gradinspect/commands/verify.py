@@ -8,11 +8,20 @@ and the weights cast, and both the tape gradient and the differences are compute
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from gradinspect.errors import GradientError
+from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, variable_name
+from gradinspect.artifacts.loading import LoadedModel, as_loaded
+from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
+from gradinspect.engine.capture import flatten
+from gradinspect.engine.inputs import prepare_inputs, target_array
+from gradinspect.engine.losses import check_loss_spec, make_loss
+from gradinspect.engine.passes import KerasSubject, PassRequest, run_pass
+from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport
 
@@ -34,9 +43,9 @@ def _to_float64(config: Any) -> Any:
     return out
 
 
-def float64_copy(loaded: Any, objects: dict[str, Any], unsafe: bool) -> Any:
+def float64_copy(loaded: LoadedModel) -> Any:
     """Rebuild ``loaded.model`` from its config in float64 and give it the saved weights, cast."""
-    model = loaded.model
+    model, objects = loaded.model, loaded.objects
     try:
         if loaded.loader == "tf_keras":
             import tf_keras
@@ -49,7 +58,7 @@ def float64_copy(loaded: Any, objects: dict[str, Any], unsafe: bool) -> Any:
 
             config = _to_float64(keras.saving.serialize_keras_object(model))
             with keras.saving.custom_object_scope(objects):
-                copy = keras.saving.deserialize_keras_object(config, safe_mode=not unsafe)
+                copy = keras.saving.deserialize_keras_object(config, safe_mode=not loaded.unsafe)
         copy.set_weights(
             [np.asarray(w, dtype=np.float64) if np.asarray(w).dtype.kind == "f" else w for w in model.get_weights()]
         )
@@ -60,46 +69,33 @@ def float64_copy(loaded: Any, objects: dict[str, Any], unsafe: bool) -> Any:
     return copy
 
 
-def verify(
-    model_or_path: Any,
-    layer: str,
-    inputs: Any = None,
-    *,
-    samples: int = 10,
-    eps: float = 1e-6,
-    tol: float = 1e-6,
-    seed: int = 0,
-    loss: str = "sum",
-    target: Any = None,
-    custom_objects: Any = None,
-    unsafe: bool = False,
-    progress: Any = None,
-    **data: Any,
-) -> VerifyReport:
-    """Compare the tape gradient of ``layer``'s variables and output with central differences.
+@dataclass(frozen=True)
+class VerifyOptions:
+    """``entries`` checked per variable (seeded; all when fewer), step ``eps``, tolerance ``tol`` on
+    max |tape - fd| / max(1, |fd|); ``progress(done, total)`` is called after each pair of passes."""
 
-    ``samples`` entries per variable (seeded; all when there are fewer), step ``eps``, tolerance
-    ``tol`` on max |tape - fd| / max(1, |fd|). ``data`` takes the input options of
-    ``inspect_gradients`` (random, input_shape, samples_range, batch_size). ``progress``, if
-    given, is called as ``progress(done, total)`` after each pair of forward passes.
+    entries: int = 10
+    eps: float = 1e-6
+    tol: float = 1e-6
+    progress: Callable[[int, int], None] | None = None
+
+
+def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -> VerifyReport:
+    """Compare the tape gradient of ``layer``'s output and variables with central differences, in float64.
+
+    ``options``: those of :class:`VerifyOptions`, :class:`DataOptions` (``random``, ``seed``,
+    ``input_shape``, ``samples``, ``batch_size``, ``loss``, ``target``) and :class:`ModelOptions`.
+    Every option is checked before the model is loaded.
     """
-    from gradinspect.artifacts.loading import quiet_tensorflow
-
-    quiet_tensorflow()
-    import tensorflow as tf
-
-    from gradinspect.artifacts.custom_objects import load_custom_objects
-    from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, variable_name
-    from gradinspect.artifacts.loading import as_loaded
-    from gradinspect.engine.capture import flatten, recording
-    from gradinspect.engine.inputs import prepare_inputs, target_array
-    from gradinspect.engine.losses import make_loss
-
-    if samples < 1 or eps <= 0 or tol < 0:
-        from gradinspect.errors import UsageProblem
-
-        raise UsageProblem("--samples must be >= 1, --eps > 0 and --tol >= 0")
-    loaded = as_loaded(model_or_path, custom_objects, unsafe)
+    opts, data, model_opts = split_options(options, VerifyOptions, DataOptions, ModelOptions)
+    data = replace(data, inputs=inputs)
+    if opts.entries < 1 or opts.eps <= 0 or opts.tol < 0:
+        raise UsageProblem("--entries must be >= 1, --eps > 0 and --tol >= 0")
+    if data.training:
+        raise UsageProblem("verify runs in inference mode: dropout and batch statistics break finite differences")
+    check_data_options(data)
+    check_loss_spec(data.loss, data.target is not None)
+    loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     if loaded.loader == "tf.saved_model":
         raise GradientError(
             f"{loaded.artifact.path}: verify needs a Keras model to rebuild in float64; "
@@ -108,30 +104,71 @@ def verify(
     find_layer(loaded.model, layer)  # an unknown name fails before any work
     specs = model_inputs(loaded.model)
     arrays, source, _ = prepare_inputs(
-        specs,
-        inputs,
-        data.get("random", 4),
-        seed,
-        data.get("input_shape"),
-        data.get("samples_range"),
-        data.get("batch_size"),
+        specs, data.inputs, data.random, data.seed, data.input_shape, data.samples, data.batch_size
     )
-    objects = load_custom_objects(custom_objects) if custom_objects else {}
-    copy = float64_copy(loaded, objects, unsafe)
-    target_layer = find_layer(copy, layer)
-    loss_fn = make_loss(loss, target is not None)
     batch = next(iter(arrays.values())).shape[0]
-    target_array = target_array(target, data.get("samples_range"), data.get("batch_size"), batch)
-    if target_array is not None:
-        target_array = target_array.astype(np.float64) if target_array.dtype.kind == "f" else target_array
-    feeds = {k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
-    feed = feeds[specs[0].name] if len(specs) == 1 else feeds
-    variables = [(variable_name(v, target_layer), v) for v in target_layer.trainable_weights]
+    target = _as_float64(target_array(data.target, data.samples, data.batch_size, batch))
+    copy = float64_copy(loaded)
+    feeds = {k: _as_float64(v) for k, v in arrays.items()}
+    diffs = _Differences(copy, [s.name for s in specs], feeds, make_loss(data.loss, target is not None), target, opts)
+    entries = diffs.check(layer, find_layer(copy, layer), np.random.default_rng(data.seed))
+    info = live_layers(loaded).model
+    return VerifyReport(info, layer, data.loss, source, int(batch), opts.eps, opts.tol, tuple(entries))
 
-    delta: dict[str, Any] = {"value": None}
 
-    def perturbed_call(original: Any) -> Any:
-        # Adds delta["value"] to the layer's first output tensor: finite differences w.r.t. the output.
+def _as_float64(a: np.ndarray | None) -> np.ndarray | None:
+    return a.astype(np.float64) if a is not None and a.dtype.kind == "f" else a
+
+
+class _Differences:
+    """The float64 copy, its inputs and loss: tape gradients from one pass, and central differences."""
+
+    def __init__(self, copy: Any, names: list[str], feeds: dict, loss: Any, target: Any, opts: VerifyOptions):
+        self.copy, self.names, self.feeds, self.loss, self.target, self.opts = copy, names, feeds, loss, target, opts
+        self.done = 0
+        self.total = 0
+
+    def check(self, path: str, layer: Any, rng: np.random.Generator) -> list[VerifyEntry]:
+        subject = KerasSubject(self.copy, {path: layer}, (path,), (path,), tuple(self.names), False, variable_name)
+        result = run_pass(PassRequest(subject, self.feeds, "verify", self.loss, self.target))
+        if not result.recorded[path]:
+            raise GradientError(f"layer {path!r} was not called in the forward pass")
+        out = result.tensors[0]
+        out_grad = np.zeros(tuple(out.tensor.shape)) if out.grad is None else out.grad
+        plan = [_indices(out_grad.shape, self.opts.entries, rng)]
+        plan += [_indices(tuple(vg.variable.shape), self.opts.entries, rng) for vg in result.variables]
+        self.total = sum(len(p) for p in plan)
+        tol = self.opts.tol
+        entries = [_entry(f"output/{path}", out_grad, self._output_differences(layer, out_grad.shape, plan[0]), tol)]
+        for vg, indices in zip(result.variables, plan[1:]):
+            tape = np.zeros(tuple(vg.variable.shape)) if vg.grad is None else vg.grad
+            differences = self._variable_differences(vg.variable, indices)
+            entries.append(_entry(f"weight/{path}/{vg.name}", tape, differences, tol))
+        return entries
+
+    def _loss(self) -> float:
+        feed = self.feeds[self.names[0]] if len(self.names) == 1 else self.feeds
+        y = self.copy(feed, training=False)
+        return float(self.loss(flatten(y), self.target).numpy())
+
+    def _central(self, apply: Callable[[float], None]) -> float:
+        """(f(+eps) - f(-eps)) / 2eps, with ``apply(step)`` moving the perturbed value by ``step``."""
+        apply(self.opts.eps)
+        plus = self._loss()
+        apply(-self.opts.eps)
+        minus = self._loss()
+        self.done += 1
+        if self.opts.progress is not None:
+            self.opts.progress(self.done, self.total)
+        return (plus - minus) / (2 * self.opts.eps)
+
+    def _output_differences(self, layer: Any, shape: tuple, indices: list[tuple]) -> dict[tuple, float]:
+        """d loss / d the layer's first output, by adding a step to it through a shadowed ``call``."""
+        import tensorflow as tf
+
+        delta: dict[str, Any] = {"value": None}
+        original = layer.call
+
         def call(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             if delta["value"] is None:
@@ -140,73 +177,36 @@ def verify(
                 return type(out)([out[0] + delta["value"], *out[1:]])
             return out + delta["value"]
 
-        return call
+        def step_at(idx: tuple) -> Callable[[float], None]:
+            def apply(step: float) -> None:
+                change = np.zeros(shape, dtype=np.float64)
+                change[idx] = step
+                delta["value"] = tf.constant(change)
 
-    def loss_value() -> float:
-        y = copy(feed, training=False)
-        return float(loss_fn(flatten(y), target_array).numpy())
+            return apply
 
-    # Tape gradients (float64), one forward and one backward.
-    with tf.GradientTape() as tape:
-        with recording({layer: target_layer}, tape) as calls:
-            y = copy(feed, training=False)
-        value = loss_fn(flatten(y), target_array)
-    if not calls[layer]:
-        raise GradientError(f"layer {layer!r} was not called in the forward pass")
-    out_tensor = calls[layer][0][0]
-    grads = tape.gradient(value, [out_tensor] + [v for _, v in variables])
-    rng = np.random.default_rng(seed)
-    entries = []
-    plan = [_indices(tuple(out_tensor.shape), samples, rng)]
-    plan += [_indices(tuple(var.shape), samples, rng) for _, var in variables]
-    total = sum(len(p) for p in plan)
-    done = 0
+        object.__setattr__(layer, "call", call)
+        try:
+            return {idx: self._central(step_at(idx)) for idx in indices}
+        finally:
+            with contextlib.suppress(AttributeError):
+                object.__delattr__(layer, "call")
 
-    def step_done() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    # d loss / d output, by perturbing the output through a shadowed call.
-    out_grad = np.zeros(tuple(out_tensor.shape)) if grads[0] is None else tf.convert_to_tensor(grads[0]).numpy()
-    original = target_layer.call
-    object.__setattr__(target_layer, "call", perturbed_call(original))
-    try:
-        fd = {}
-        for idx in plan[0]:
-            step = np.zeros(out_grad.shape, dtype=np.float64)
-            step[idx] = eps
-            delta["value"] = tf.constant(step)
-            plus = loss_value()
-            delta["value"] = tf.constant(-step)
-            minus = loss_value()
-            fd[idx] = (plus - minus) / (2 * eps)
-            step_done()
-    finally:
-        delta["value"] = None
-        with contextlib.suppress(AttributeError):
-            object.__delattr__(target_layer, "call")
-    entries.append(_entry(f"output/{layer}", out_grad, fd, tol))
-
-    for (name, var), g, indices in zip(variables, grads[1:], plan[1:]):
-        tape_grad = np.zeros(tuple(var.shape)) if g is None else tf.convert_to_tensor(g).numpy()
+    def _variable_differences(self, var: Any, indices: list[tuple]) -> dict[tuple, float]:
         base = var.numpy().copy()
-        fd = {}
-        for idx in indices:
-            changed = base.copy()
-            changed[idx] += eps
-            var.assign(changed)
-            plus = loss_value()
-            changed[idx] = base[idx] - eps
-            var.assign(changed)
-            minus = loss_value()
-            fd[idx] = (plus - minus) / (2 * eps)
-            step_done()
-        var.assign(base)
-        entries.append(_entry(f"weight/{layer}/{name}", tape_grad, fd, tol))
-    info = live_layers(loaded).model
-    return VerifyReport(info, layer, loss, source, int(batch), eps, tol, tuple(entries))
+
+        def step_at(idx: tuple) -> Callable[[float], None]:
+            def apply(step: float) -> None:
+                changed = base.copy()
+                changed[idx] += step
+                var.assign(changed)
+
+            return apply
+
+        try:
+            return {idx: self._central(step_at(idx)) for idx in indices}
+        finally:
+            var.assign(base)
 
 
 def _indices(shape: tuple, k: int, rng: np.random.Generator) -> list[tuple]:

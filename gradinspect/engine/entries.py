@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradinspect.engine.inputs import fingerprint
 from gradinspect.engine.stats import tensor_stats
+
+if TYPE_CHECKING:
+    from gradinspect.engine.passes import TensorGradient, VariableGradient
+    from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError
-from gradinspect.report import GradReport, OutputGradient, WeightGradient
+from gradinspect.report import GradReport, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 NO_PATH = (
     "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
@@ -38,63 +42,52 @@ def require_differentiable(outputs: list[Any], loss_spec: str) -> None:
         )
 
 
-def grad_report(info, loss_spec, loss_value, source, arrays, training, pairs, notes, arrays_out) -> GradReport:
-    value = float(loss_value.numpy())
-    if not np.isfinite(value):
-        notes = (*notes, f"the loss is {value}: gradients hold NaN/Inf")
+def grad_report(
+    request: GradientRequest, info: ModelInfo, loss_value: float, pairs: tuple[PairReport, ...], arrays: dict
+) -> GradReport:
+    """The report of one run, with a note when the loss is non-finite or every gradient is ~0."""
+    notes = request.notes
+    if not np.isfinite(loss_value):
+        notes = (*notes, f"the loss is {loss_value}: gradients hold NaN/Inf")
     norms = [w.stats.norm for p in pairs for w in p.weights if w.stats is not None and w.stats.norm is not None]
-    if loss_spec in ("sum", "mean") and norms and max(norms) < 1e-6:
+    if request.loss_spec in ("sum", "mean") and norms and max(norms) < 1e-6:
         notes = (
             *notes,
-            f"every weight gradient is ~0 (largest norm {max(norms):.2g}): the {loss_spec} of a softmax output is "
-            "constant; use --loss unit:K or a Keras loss with --target",
+            f"every weight gradient is ~0 (largest norm {max(norms):.2g}): the {request.loss_spec} of a softmax "
+            "output is constant; use --loss unit:K or a Keras loss with --target",
         )
     return GradReport(
         model=info,
-        loss_spec=loss_spec,
-        loss_value=value,
-        input_source=source,
-        batch_size=int(next(iter(arrays.values())).shape[0]),
-        training=training,
+        loss_spec=request.loss_spec,
+        loss_value=loss_value,
+        input_source=request.source,
+        batch_size=int(next(iter(request.arrays.values())).shape[0]),
+        training=request.training,
         pairs=pairs,
         notes=tuple(notes),
-        arrays=arrays_out,
-        input_fingerprint=fingerprint(arrays),
+        arrays=arrays,
+        input_fingerprint=fingerprint(request.arrays),
     )
 
 
-def output_gradient(
-    layer: str, call: int, tensor: int, t: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
-) -> OutputGradient:
-    """The entry for one output tensor; its raw gradient goes into ``arrays`` under its key."""
-    shape = tuple(int(d) for d in t.shape)
-    if arr is None:
-        return OutputGradient(layer, call, tensor, shape, None, reason)
-    entry = OutputGradient(layer, call, tensor, shape, stats)
-    arrays[entry.key] = arr
+def output_entry(tg: TensorGradient, reason: str, arrays: dict, layer: str | None = None) -> OutputGradient:
+    """The entry for one recorded tensor (reported under ``layer``, default its name); its raw
+    gradient goes into ``arrays`` under its ``--save-npz`` key."""
+    layer = tg.name if layer is None else layer
+    shape = tuple(int(d) for d in tg.tensor.shape)
+    if tg.grad is None:
+        return OutputGradient(layer, tg.call, tg.index, shape, None, reason)
+    entry = OutputGradient(layer, tg.call, tg.index, shape, tensor_stats(tg.grad))
+    arrays[entry.key] = tg.grad
     return entry
 
 
-def weight_gradient(
-    layer: str, name: str, v: Any, arr: np.ndarray | None, stats: Any, reason: str, arrays: dict
-) -> WeightGradient:
+def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradient:
     """The entry for one variable, with the variable's own L2 norm (float64)."""
-    w = np.asarray(v.numpy())
+    w = np.asarray(vg.variable.numpy())
     norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
-    if arr is None:
-        return WeightGradient(layer, name, tuple(w.shape), None, norm, reason)
-    entry = WeightGradient(layer, name, tuple(w.shape), stats, norm)
-    arrays[entry.key] = arr
+    if vg.grad is None:
+        return WeightGradient(vg.group, vg.name, tuple(w.shape), None, norm, reason)
+    entry = WeightGradient(vg.group, vg.name, tuple(w.shape), tensor_stats(vg.grad), norm)
+    arrays[entry.key] = vg.grad
     return entry
-
-
-def numpy_and_stats(grads: list[Any]) -> tuple[list[np.ndarray | None], list[Any]]:
-    arrays = [None if g is None else _numpy(g) for g in grads]
-    return arrays, [None if a is None else tensor_stats(a) for a in arrays]
-
-
-def _numpy(g: Any) -> np.ndarray:
-    # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
-    import tensorflow as tf
-
-    return tf.convert_to_tensor(g).numpy()

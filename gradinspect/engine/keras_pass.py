@@ -1,13 +1,15 @@
-"""The engine: one forward pass under the tape, every requested gradient from one backward call."""
+"""Gradients of a Keras model for chosen layer pairs: the pass request, and the report from its result."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, variable_name
-from gradinspect.engine.capture import flatten, recording
+from gradinspect.artifacts.structure import layers_feeding_outputs
+from gradinspect.engine import stages as st
 from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
@@ -15,17 +17,19 @@ from gradinspect.engine.entries import (
     NOT_BETWEEN,
     NOT_CALLED,
     grad_report,
-    numpy_and_stats,
-    output_gradient,
-    require_differentiable,
-    weight_gradient,
+    output_entry,
+    weight_entry,
 )
+from gradinspect.engine.losses import outputs_used
+from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult, run_pass
+from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.formatting import first_line
-from gradinspect.report import InputSpec, OutputGradient, PairReport, WeightGradient
+from gradinspect.report import GradReport, InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 
 def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: bool) -> list[tuple[str, str]]:
+    """The (from, to) layer paths to report: consecutive leaf layers for ``all_layers``, else ``pairs``
+    checked against the model (unknown names suggest the closest; from must come before to)."""
     if all_layers:
         paths = leaf_paths(model)
         if len(paths) < 2:
@@ -42,129 +46,118 @@ def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: b
     return list(pairs)
 
 
-def run_keras_pass(loaded, arrays, specs, pair_list, loss_spec, loss_fn, target, training, source, notes, stages=None):
-    import contextlib
-
-    import tensorflow as tf
-
-    from gradinspect.engine import stages as st
-
+def keras_gradients(request: GradientRequest) -> GradReport:
+    """Gradients for every pair of a Keras model, from one pass (see :func:`run_pass`)."""
+    loaded = request.loaded
     model = loaded.model
-    wanted = list(dict.fromkeys(p for pair in pair_list for p in pair))
-    between = {pair: between_layers(model, *pair) for pair in pair_list} if stages else {}
-    var_layers = list(dict.fromkeys(wanted + [p for ps in between.values() for p in ps]))
-    layers = {p: find_layer(model, p) for p in var_layers}
-    input_layers = {p: layers[p] for p in wanted if type(layers[p]).__name__ == "InputLayer"}
-    call_layers = {p: layers[p] for p in wanted if p not in input_layers}
-    feeds = {name: tf.convert_to_tensor(a) for name, a in arrays.items()}
-    feed = feeds[specs[0].name] if len(specs) == 1 else feeds
-    variables: dict[str, list[tuple[str, Any]]] = {
-        p: [(variable_name(v, layer), v) for v in layer.trainable_weights] for p, layer in layers.items()
-    }
-    staged: list[Any] = []
-    try:
-        with contextlib.ExitStack() as stack:
-            # With a second stage, the outer tape serves two gradient calls (the plain loss and
-            # stage 2), so it is persistent; each pair's inner tape gives g = d stage1 / d act.
-            tape = stack.enter_context(tf.GradientTape(persistent=stages is not None))
-            inner_stack = stack.enter_context(contextlib.ExitStack())
-            inner = [inner_stack.enter_context(tf.GradientTape()) for _ in pair_list] if stages else []
-            for t in feeds.values():
-                if t.dtype.is_floating:
-                    for each in (tape, *inner):
-                        each.watch(t)
-            with recording(call_layers, [tape, *inner]) as calls:
-                y = model(feed, training=training)
-            outputs = list(flatten(y))
-            require_differentiable(outputs, loss_spec)
-            loss_value = loss_fn(outputs, target)
-            for p, layer in input_layers.items():
-                calls[p] = [[feeds.get(layer.name, feeds[specs[0].name])]]
-            if stages:
-                for (a, b), inner_tape in zip(pair_list, inner):
-                    staged.append(_start_stage(stages, a, b, calls, outputs, target, variables, inner_tape))
-                inner_stack.close()
-                for pair in staged:
-                    st.finish(pair)
-    except GradientError:
-        raise
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-        raise GradientError(f"the forward pass failed: {first_line(exc)}") from exc
-    from gradinspect.artifacts.structure import layers_feeding_outputs
-    from gradinspect.engine.losses import outputs_used
-
-    on_path = layers_feeding_outputs(loaded.artifact.config, outputs_used(loss_spec, len(outputs)))
-
-    def no_grad(p: str) -> str:
-        if on_path is None:
-            return NO_PATH
-        return NON_DIFFERENTIABLE if p.split("/")[0] in on_path else NOT_BETWEEN
-
-    out_targets = [(p, c, j, t) for p in wanted for c, ts in enumerate(calls[p]) for j, t in enumerate(ts)]
-    var_targets = [(p, n, v) for p in var_layers for n, v in variables[p]]
-    sources = [t for *_, t in out_targets] + [v for *_, v in var_targets]
-    # One backward call for every target: the cost of a single forward+backward pass.
-    grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
-    arrays_out: dict[str, np.ndarray] = {}
-    out_reports: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
-    np_grads, stats = numpy_and_stats(list(grads))
-    for (p, c, j, t), arr, st_ in zip(out_targets, np_grads, stats):
-        reason = INTEGER if not t.dtype.is_floating else no_grad(p)
-        out_reports[p].append(output_gradient(p, c, j, t, arr, st_, reason, arrays_out))
-    for p in wanted:
-        if not calls[p]:
-            out_reports[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
-    w_reports: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
-    plain: dict[tuple[str, str], np.ndarray | None] = {}
-    n_out = len(out_targets)
-    for (p, n, v), arr, st_ in zip(var_targets, np_grads[n_out:], stats[n_out:]):
-        plain[(p, n)] = arr
-        if p in w_reports:
-            w_reports[p].append(weight_gradient(p, n, v, arr, st_, no_grad(p), arrays_out))
-    stage_reports: list[Any] = [None] * len(pair_list)
-    for i, pair in enumerate(staged):
-        a, b = pair_list[i]
-        chain = [a, *between[(a, b)], b] if b != a else [a]
-        targets = [(p, n, v) for p in chain for n, v in variables[p]]
-        g2 = tape.gradient(
-            pair.stage2_value, [v for *_, v in targets], unconnected_gradients=tf.UnconnectedGradients.NONE
+    pairs = list(request.pairs)
+    wanted = tuple(dict.fromkeys(p for pair in pairs for p in pair))
+    between = {pair: between_layers(model, *pair) for pair in pairs} if request.stages else {}
+    chains = {(a, b): ([a, *between[(a, b)], b] if b != a else [a]) for a, b in between}
+    var_layers = tuple(dict.fromkeys([*wanted, *(p for ps in between.values() for p in ps)]))
+    subject = KerasSubject(
+        model,
+        {p: find_layer(model, p) for p in var_layers},
+        wanted,
+        var_layers,
+        tuple(s.name for s in request.specs),
+        request.training,
+        variable_name,
+    )
+    by_layer = {p: [(n, v) for g, n, v in subject.variables() if g == p] for p in var_layers}
+    stage2_variables = tuple(
+        tuple((p, n, v) for p in chains[pair] for n, v in by_layer[p]) for pair in pairs if request.stages
+    )
+    result = run_pass(
+        PassRequest(
+            subject,
+            request.arrays,
+            request.loss_spec,
+            request.loss,
+            request.target,
+            len(pairs) if request.stages else 0,
+            _stage_starter(request, pairs, by_layer) if request.stages else None,
+            stage2_variables,
         )
-        stage_reports[i] = st.report(pair, a, [(p, n, v, g) for (p, n, v), g in zip(targets, g2)], plain, arrays_out)
-    del tape
-    pair_reports = tuple(
+    )
+    arrays: dict[str, np.ndarray] = {}
+    pair_reports = _pair_reports(request, result, wanted, arrays)
+    info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
+    return grad_report(request, info, result.loss_value, pair_reports, arrays)
+
+
+def _pair_reports(
+    request: GradientRequest, result: PassResult, wanted: tuple[str, ...], arrays: dict
+) -> tuple[PairReport, ...]:
+    """Entries for each pair's outputs and weights (and stage 2), with reasons for missing gradients."""
+    no_grad = _missing_reason(request, len(result.outputs))
+    outs: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
+    for tg in result.tensors:
+        reason = INTEGER if not tg.tensor.dtype.is_floating else no_grad(tg.name)
+        outs[tg.name].append(output_entry(tg, reason, arrays))
+    for p in wanted:
+        if not result.recorded[p]:
+            outs[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
+    weights: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
+    plain = {(vg.group, vg.name): vg.grad for vg in result.variables}
+    for vg in result.variables:
+        if vg.group in weights:
+            weights[vg.group].append(weight_entry(vg, no_grad(vg.group), arrays))
+    staged = [
+        st.report(pair, a, list(grads), plain, arrays)
+        for pair, grads, (a, _) in zip(result.staged, result.stage2, request.pairs)
+    ]
+    return tuple(
         PairReport(
             a,
             b,
-            tuple(out_reports[a] + (out_reports[b] if b != a else [])),
-            tuple(w_reports[a] + (w_reports[b] if b != a else [])),
-            stage_reports[i],
+            tuple(outs[a] + (outs[b] if b != a else [])),
+            tuple(weights[a] + (weights[b] if b != a else [])),
+            staged[i] if staged else None,
         )
-        for i, (a, b) in enumerate(pair_list)
+        for i, (a, b) in enumerate(request.pairs)
     )
-    info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, specs)
-    return grad_report(info, loss_spec, loss_value, source, arrays, training, pair_reports, notes, arrays_out)
 
 
-def _start_stage(stages, a, b, calls, outputs, target, variables, inner_tape):
+def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str], str]:
+    """Why a layer has no gradient, from the saved graph: not on any path to the loss, or on a path
+    through a non-differentiable op (or, without a config to read, either)."""
+    on_path = layers_feeding_outputs(request.loaded.artifact.config, outputs_used(request.loss_spec, n_outputs))
+
+    def reason(path: str) -> str:
+        if on_path is None:
+            return NO_PATH
+        return NON_DIFFERENTIABLE if path.split("/")[0] in on_path else NOT_BETWEEN
+
+    return reason
+
+
+def _stage_starter(request: GradientRequest, pairs: list[tuple[str, str]], by_layer: dict) -> Callable:
+    """The hook run_pass calls inside the outer tape: one StagedPair per pair, stage 1 evaluated."""
+
+    def start(recorded: Any, outputs: list[Any], inner: list[Any]) -> list[Any]:
+        return [_start_stage(request, (a, b), recorded, outputs, by_layer, tape) for (a, b), tape in zip(pairs, inner)]
+
+    return start
+
+
+def _start_stage(request, pair, calls, outputs, by_layer, inner_tape):
     import tensorflow as tf
 
-    from gradinspect.engine import stages as st
-
+    a, b = pair
     if not calls[a] or not calls[b]:
         missing = a if not calls[a] else b
         raise GradientError(f"layer {missing!r} was not called in the forward pass, so stage 2 has no act/out")
     env: dict[str, Any] = {"act": calls[a][0][0], "out": calls[b][0][0], "y": outputs[0]}
     if len(outputs) > 1:
         env.update({f"y{i}": o for i, o in enumerate(outputs)})
-    if target is not None:
-        env["target"] = tf.constant(target, tf.float32)
-    sides = {"from": st.side_variables(variables[a]), "to": st.side_variables(variables[b])}
-    pair = st.StagedPair(stages, env["act"], env, sides, inner_tape)
-    st.check_and_start(pair)
-    return pair
+    if request.target is not None:
+        env["target"] = tf.constant(request.target, tf.float32)
+    sides = {"from": st.side_variables(by_layer[a]), "to": st.side_variables(by_layer[b])}
+    staged = st.StagedPair(request.stages, env["act"], env, sides, inner_tape)
+    st.check_and_start(staged)
+    return staged
 
 
-def _memory_info(model: Any, specs: list[InputSpec]):
-    from gradinspect.report import ModelInfo
-
+def _memory_info(model: Any, specs: tuple[InputSpec, ...]) -> ModelInfo:
     return ModelInfo("<in-memory model>", "in-memory", getattr(model, "name", None), tuple(specs), loader="in-memory")

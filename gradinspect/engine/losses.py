@@ -41,8 +41,31 @@ def outputs_used(spec: str, n_outputs: int) -> list[int]:
     return [0]
 
 
+def check_loss_spec(spec: str, has_target: bool) -> None:
+    """Raise GradientError for a ``--loss`` that cannot work, before anything is loaded (no TensorFlow)."""
+    if spec in BUILTIN or spec == "compiled":
+        return
+    if spec.startswith("unit:"):
+        try:
+            int(spec[5:])
+        except ValueError as exc:
+            raise GradientError(f"--loss {spec}: expected unit:K with K an integer, e.g. unit:0") from exc
+        return
+    if spec in KERAS_LOSSES:
+        if not has_target:
+            raise GradientError(f"--loss {spec} compares the output with a target: give --target FILE")
+        return
+    raise GradientError(
+        f"--loss {spec}: unknown loss; use one of {', '.join(BUILTIN)}, unit:K, compiled, or a Keras loss "
+        f"({', '.join(KERAS_LOSSES[:7])}, ...)"
+    )
+
+
 def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
-    """A function ``(outputs, target) -> scalar tensor`` for ``--loss spec``. Validated before any pass."""
+    """A function ``(outputs, target) -> scalar tensor`` for ``--loss spec`` (``compiled`` resolved first)."""
+    check_loss_spec(spec, has_target)
+    if spec == "compiled":
+        raise GradientError("--loss compiled: resolve it with compiled_loss() before making the loss")
     import tensorflow as tf
 
     if spec == "sum":  # the article's reduce_sum; with several outputs, the sum over all of them
@@ -52,39 +75,36 @@ def make_loss(spec: str, has_target: bool) -> Callable[[list[Any], Any], Any]:
     if spec == "sumsq":
         return lambda ys, t: tf.add_n([tf.reduce_sum(tf.square(_float(y))) for y in ys])
     if spec.startswith("unit:"):
-        try:
-            k = int(spec[5:])
-        except ValueError as exc:
-            raise GradientError(f"--loss {spec}: expected unit:K with K an integer, e.g. unit:0") from exc
+        return _unit_loss(spec, int(spec[5:]))
+    return _keras_loss(spec)
 
-        def unit(ys: list[Any], t: Any) -> Any:
-            y = ys[0]
-            n = int(y.shape[-1])
-            if not -n <= k < n:
-                raise GradientError(f"--loss {spec}: the output has {n} units (0..{n - 1})")
-            return tf.reduce_sum(_float(y[..., k]))
 
-        return unit
-    if spec == "compiled":
-        raise GradientError("--loss compiled: not supported yet; name the loss (e.g. --loss mse --target FILE)")
-    if spec in KERAS_LOSSES:
-        if not has_target:
-            raise GradientError(f"--loss {spec} compares the output with a target: give --target FILE")
-        import keras
+def _unit_loss(spec: str, k: int) -> Callable[[list[Any], Any], Any]:
+    import tensorflow as tf
 
-        fn = keras.losses.get(spec)
+    def unit(ys: list[Any], t: Any) -> Any:
+        y = ys[0]
+        n = int(y.shape[-1])
+        if not -n <= k < n:
+            raise GradientError(f"--loss {spec}: the output has {n} units (0..{n - 1})")
+        return tf.reduce_sum(_float(y[..., k]))
 
-        def keras_loss(ys: list[Any], t: Any) -> Any:
-            if len(ys) != 1:
-                raise GradientError(f"--loss {spec}: the model has {len(ys)} outputs; only single-output models")
-            y = ys[0]
-            return tf.reduce_mean(fn(tf.cast(tf.convert_to_tensor(t), y.dtype) if y.dtype.is_floating else t, y))
+    return unit
 
-        return keras_loss
-    raise GradientError(
-        f"--loss {spec}: unknown loss; use one of {', '.join(BUILTIN)}, unit:K, compiled, or a Keras loss "
-        f"({', '.join(KERAS_LOSSES[:7])}, ...)"
-    )
+
+def _keras_loss(spec: str) -> Callable[[list[Any], Any], Any]:
+    import keras
+    import tensorflow as tf
+
+    fn = keras.losses.get(spec)
+
+    def keras_loss(ys: list[Any], t: Any) -> Any:
+        if len(ys) != 1:
+            raise GradientError(f"--loss {spec}: the model has {len(ys)} outputs; only single-output models")
+        y = ys[0]
+        return tf.reduce_mean(fn(tf.cast(tf.convert_to_tensor(t), y.dtype) if y.dtype.is_floating else t, y))
+
+    return keras_loss
 
 
 def compiled_loss(loaded: LoadedModel) -> str:

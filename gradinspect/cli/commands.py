@@ -1,0 +1,250 @@
+"""The four commands: each parses its options, calls one core function and renders its report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from gradinspect.cli import main
+from gradinspect.cli.options import (
+    checked_destination,
+    data_options,
+    data_values,
+    emit,
+    files_read,
+    model_options,
+    output_options,
+    parse_pairs,
+    progress_bar,
+    split_list,
+    unsafe_notice,
+)
+from gradinspect.errors import UsageProblem
+from gradinspect.output import npz_bytes
+from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
+
+
+@main.command()
+@model_options
+@output_options(LayersReport)
+def layers(
+    model: str, custom_objects: str | None, unsafe: bool, max_memory: int | None, fmt: str, output: str | None
+) -> None:
+    """List the layers of MODEL: name, class, output shape, parameters, trainable.
+
+    Nested models are shown as a tree; their layers are addressed as `outer/inner`.
+    `.keras` and `.h5` files are read without importing TensorFlow. For a SavedModel
+    without Keras metadata, lists its signatures and its variables by name scope.
+
+    \b
+    Example:
+      gradinspect layers sample_models/mlp.keras --format json
+    """
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.layers import list_layers
+
+    dest = checked_destination(output, "--output", files_read(model, custom_objects))
+    unsafe_notice(unsafe)
+    with memory_limit(max_memory):
+        report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
+    emit(report, fmt, dest)
+
+
+@main.command()
+@model_options
+@click.option("--from", "from_", metavar="LAYER", help="First layer of the pair (its output gradient).")
+@click.option("--to", metavar="LAYER", help="Second layer of the pair (its weight gradients).")
+@click.option("--pair", multiple=True, metavar="A:B", help="A layer pair; may be repeated.")
+@click.option("--all", "all_layers", is_flag=True, help="Every layer, as consecutive pairs.")
+@data_options()
+@click.option(
+    "--stage1",
+    metavar="EXPR",
+    help="Stage-1 loss whose gradient g = d stage1/d act feeds --stage2. Default: sum(square(act)).",
+)
+@click.option(
+    "--stage2",
+    metavar="EXPR",
+    help="Second-stage loss using grad (= g), act, out, y, target, from.<var>, to.<var>. Built-in: "
+    "'seed' = sum(out) + sum(matmul(grad, to.kernel) * out); 'grad-penalty' = (norm(grad) - 1) ** 2.",
+)
+@click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
+@output_options(GradReport)
+@click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
+def grad(
+    model,
+    custom_objects,
+    unsafe,
+    from_,
+    to,
+    pair,
+    all_layers,
+    stage1,
+    stage2,
+    through,
+    max_memory,
+    fmt,
+    output,
+    save_npz,
+    force,
+    **data_options_values: Any,
+) -> None:
+    """Gradients of a loss w.r.t. layer outputs and layer weights, for chosen layer pairs.
+
+    One forward pass under a GradientTape and one backward call serve every pair.
+    With --stage2, the gradient g of a stage-1 loss w.r.t. the --from layer's output
+    feeds a second loss, whose gradients are compared with the plain ones.
+
+    \b
+    Examples:
+      gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2
+      gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2 --stage2 seed --through
+    """
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.grad import inspect_gradients
+
+    pairs = parse_pairs(from_, to, pair)
+    if not pairs and not all_layers:
+        raise UsageProblem("choose layers: --from A --to B, --pair A:B or --all")
+    data = data_values(data_options_values)
+    reads = files_read(model, custom_objects, data["inputs"], data["target"])
+    npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
+    dest = checked_destination(output, "--output", reads)
+    unsafe_notice(unsafe)
+    with memory_limit(max_memory):
+        report = inspect_gradients(
+            model,
+            pairs=pairs,
+            all_layers=all_layers,
+            custom_objects=custom_objects,
+            unsafe=unsafe,
+            stage1=stage1,
+            stage2=stage2,
+            through=through,
+            **data,
+        )
+    emit(report, fmt, dest, ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""),))
+
+
+_RULE_OPTIONS = ("allow_nonfinite", "allow_disconnected", "max_norm", "min_norm", "max_zero_fraction", "max_ratio")
+_NON_NEGATIVE = click.FloatRange(min=0)
+
+
+@main.command()
+@model_options
+@data_options()
+@click.option("--layers", "layer_list", metavar="A,B,...", help="Check only these layers (default: every layer).")
+@click.option("--allow-nonfinite", is_flag=True, help="Do not fail on NaN/Inf gradients or loss.")
+@click.option("--allow-disconnected", is_flag=True, help="Do not fail on variables that receive no gradient.")
+@click.option("--max-norm", type=_NON_NEGATIVE, metavar="X", help="Fail when a gradient norm exceeds X (exploding).")
+@click.option("--min-norm", type=_NON_NEGATIVE, metavar="X", help="Fail when a gradient norm is below X (vanishing).")
+@click.option(
+    "--max-zero-fraction",
+    type=click.FloatRange(0, 1),
+    metavar="F",
+    help="Fail when more than F of a gradient's entries are exactly 0.",
+)
+@click.option("--max-ratio", type=_NON_NEGATIVE, metavar="R", help="Fail when gradient norm / weight norm exceeds R.")
+@click.option("--write-baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Save the gradient profile.")
+@click.option("--baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Compare with a saved profile.")
+@click.option(
+    "--rtol", type=_NON_NEGATIVE, default=1e-3, show_default=True, help="Relative change of a norm --baseline allows."
+)
+@output_options(CheckReport)
+@click.pass_context
+def check(ctx: click.Context, model: str, **options: Any) -> None:
+    """Check that MODEL back-propagates healthy gradients: a smoke test for CI.
+
+    One forward and one backward pass give the gradient of every trainable variable
+    and layer output; each rule is then checked per gradient. Exit status: 0 all rules
+    pass, 1 a rule failed, 2 the model or input could not be used. The last line on
+    stderr is a summary such as `12 checks, 2 failed`.
+
+    \b
+    Examples:
+      gradinspect check model.keras --input batch.npy --max-norm 100 --format junit -o grads.xml
+      gradinspect check model.keras --write-baseline grads.json
+      gradinspect check model.keras --baseline grads.json --rtol 0.01
+    """
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.check import Rules, baseline_json, read_baseline
+    from gradinspect.commands.check import check as run_check
+
+    data = data_values(options)
+    baseline = options["baseline"]
+    reads = files_read(model, options["custom_objects"], data["inputs"], data["target"], baseline)
+    if baseline is not None:
+        read_baseline(baseline)  # a missing or malformed baseline fails before any work
+    baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads)
+    dest = checked_destination(options["output"], "--output", reads)
+    rules = Rules(**{k: options[k] for k in _RULE_OPTIONS}, baseline=baseline, rtol=options["rtol"])
+    unsafe_notice(options["unsafe"])
+    with memory_limit(options["max_memory"]):
+        report = run_check(
+            model,
+            layers=split_list(options["layer_list"]),
+            rules=rules,
+            custom_objects=options["custom_objects"],
+            unsafe=options["unsafe"],
+            **data,
+        )
+    emit(report, options["fmt"], dest, ((baseline_dest, baseline_json(report.grad) if baseline_dest else ""),))
+    click.echo(report.summary(), err=True)
+    ctx.exit(0 if report.passed else 1)
+
+
+@main.command()
+@model_options
+@click.option("--layer", required=True, metavar="LAYER", help="The layer whose gradients are verified.")
+@data_options(training=False)
+@click.option(
+    "--entries", type=click.IntRange(min=1), default=10, show_default=True, help="Entries checked per variable."
+)
+@click.option(
+    "--eps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-6,
+    show_default=True,
+    help="Finite-difference step (float64).",
+)
+@click.option(
+    "--tol", type=_NON_NEGATIVE, default=1e-6, show_default=True, help="Allowed max |tape - fd| / max(1, |fd|)."
+)
+@output_options(VerifyReport)
+@click.pass_context
+def verify(ctx: click.Context, model: str, layer: str, **options: Any) -> None:
+    """Verify LAYER's gradients against central finite differences (like torch.autograd.gradcheck).
+
+    The model is rebuilt in float64 (float32 differences are only good to ~1e-4); the
+    tape gradient of the layer's output and variables is compared with (f(w+eps) -
+    f(w-eps)) / 2eps at --entries entries each. Exit status 1 when an error exceeds
+    --tol: how a custom layer with a wrong gradient shows itself.
+
+    \b
+    Example:
+      gradinspect verify model.keras --layer my_layer --custom-objects layers.py
+    """
+    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.commands.verify import verify as run_verify
+
+    data = data_values(options)
+    reads = files_read(model, options["custom_objects"], data["inputs"], data["target"])
+    dest = checked_destination(options["output"], "--output", reads)
+    unsafe_notice(options["unsafe"])
+    with memory_limit(options["max_memory"]), progress_bar("finite differences") as progress:
+        report = run_verify(
+            model,
+            layer,
+            entries=options["entries"],
+            eps=options["eps"],
+            tol=options["tol"],
+            custom_objects=options["custom_objects"],
+            unsafe=options["unsafe"],
+            progress=progress,
+            **data,
+        )
+    emit(report, options["fmt"], dest)
+    click.echo(report.summary(), err=True)
+    ctx.exit(0 if report.passed else 1)

@@ -1,0 +1,217 @@
+"""The CLI's shared pieces: option groups as decorators, output destinations, rendering, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from gradinspect.errors import UsageProblem
+
+
+def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from gradinspect.artifacts.limits import parse_size
+
+    try:
+        return parse_size(value)
+    except UsageProblem as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], ctx=ctx, param=param) from None
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``MODEL``, ``--custom-objects``, ``--unsafe`` and ``--max-memory``: every command that reads a model."""
+    fn = click.option(
+        "--max-memory",
+        "max_memory",
+        metavar="SIZE",
+        callback=size_option,
+        help="Refuse models and inputs that would need more memory than SIZE (e.g. 8G, 512M). "
+        "Default: half of physical memory.",
+    )(fn)
+    fn = click.option(
+        "--unsafe",
+        is_flag=True,
+        help="Load models whose config holds Lambda layers or non-Keras classes. "
+        "This may run code from the file: use only on files you trust.",
+    )(fn)
+    fn = click.option(
+        "--custom-objects",
+        "custom_objects",
+        type=click.Path(dir_okay=False),
+        metavar="FILE.py",
+        help="A Python file you trust, imported to register custom layers and functions.",
+    )(fn)
+    return click.argument("model", type=click.Path())(fn)
+
+
+def output_options(report_type: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` (the formats ``report_type`` has renderers for) and ``--output``."""
+    from gradinspect.render import formats_for
+
+    return lambda fn: _output_options(fn, formats_for(report_type))
+
+
+def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callable[..., Any]:
+    fn = click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help="Write the result to FILE (atomically) instead of stdout.",
+    )(fn)
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(formats),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(fn)
+
+
+def data_options(training: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Input data and loss, shared by grad, check and verify: ``--input``, ``--random``, ``--seed``,
+    ``--input-shape``, ``--samples START:STOP``, ``--batch-size``, ``--loss``, ``--target`` and (when
+    ``training``) ``--training``; :func:`data_values` turns them into the core calls' keywords."""
+    options = [
+        click.option(
+            "--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset]."
+        ),
+        click.option(
+            "--random",
+            "random_",
+            type=click.IntRange(min=1),
+            default=4,
+            show_default=True,
+            help="Without --input: N seeded random samples.",
+        ),
+        click.option(
+            "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for every random choice."
+        ),
+        click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions."),
+        click.option("--samples", metavar="START:STOP", help="Use only these samples of the input."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Use only the first N samples."),
+        click.option(
+            "--loss",
+            default="sum",
+            show_default=True,
+            help="sum, mean, sumsq, unit:K, compiled, or a Keras loss name (mse, categorical_crossentropy, "
+            "...) with --target.",
+        ),
+        click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input)."),
+    ]
+    if training:
+        options.append(
+            click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
+        )
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def data_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the core calls, from the ``data_options`` values."""
+    return {
+        "inputs": options["input_"],
+        "loss": options["loss"],
+        "target": options["target"],
+        **({"training": options["training"]} if "training" in options else {}),
+        "random": options["random_"],
+        "seed": options["seed"],
+        "input_shape": shape_option(options["input_shape"]),
+        "samples": options["samples"],
+        "batch_size": options["batch_size"],
+    }
+
+
+def shape_option(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        dims = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise UsageProblem(f"--input-shape {value}: expected integers like 28,28,1") from exc
+    if not dims or any(d < 1 for d in dims):
+        raise UsageProblem(f"--input-shape {value}: every dimension must be a positive integer, e.g. 28,28,1")
+    return dims
+
+
+def parse_pairs(from_: str | None, to: str | None, pair: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    if from_ or to:
+        if not (from_ and to):
+            raise UsageProblem("--from and --to go together (or use --pair A:B)")
+        out.append((from_, to))
+    for item in pair:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            raise UsageProblem(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2")
+        out.append((a, b))
+    return out
+
+
+def split_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def files_read(model: str, *paths: Any) -> list[Any]:
+    """The files this run reads (model, custom objects, inputs, targets, baseline), which no output may overwrite."""
+    from gradinspect.output import input_paths
+
+    return input_paths(model, *paths)
+
+
+def checked_destination(path: str | None, option: str, reads: list[Any], force: bool = True) -> Any:
+    """Check an output path before any work (None when the option was not given)."""
+    if not path:
+        return None
+    from gradinspect.output import destination
+
+    return destination(path, option, reads, force=force)
+
+
+def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, bytes | str], ...] = ()) -> None:
+    """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
+    from gradinspect.output import write_all
+    from gradinspect.render import render
+
+    files = [(dest, data) for dest, data in extra if dest is not None]
+    if output is not None:
+        files.append((output, render(report, fmt)))
+        write_all(files)
+        return
+    write_all(files)
+    is_tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if is_tty else None
+    click.echo(render(report, fmt, color=is_tty, width=width), nl=False)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def unsafe_notice(unsafe: bool) -> None:
+    if unsafe:
+        click.echo("gradinspect: --unsafe: the safety scan is off; code in the model file may run", err=True)

@@ -1,0 +1,63 @@
+"""The options every gradient command shares, as typed values, and their checks before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gradinspect.errors import UsageProblem
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where the inputs come from and which loss is differentiated (``--input`` … ``--training``).
+
+    ``inputs`` is a file spec (as ``--input``), an array, a dict of arrays by input name, or None
+    for ``random`` seeded samples; ``samples`` is ``START:STOP``; ``batch_size`` keeps the first N.
+    """
+
+    inputs: Any = None
+    random: int = 4
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+    samples: str | None = None
+    batch_size: int | None = None
+    loss: str = "sum"
+    target: Any = None
+    training: bool = False
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the model is opened: a trusted ``--custom-objects`` file, and ``--unsafe``."""
+
+    custom_objects: str | Path | None = None
+    unsafe: bool = False
+
+
+def split_options(kwargs: dict[str, Any], *kinds: type) -> list[Any]:
+    """One instance of each dataclass in ``kinds`` from the keyword options that name its fields.
+
+    An option no kind has is a TypeError naming it, as for any Python call.
+    """
+    known = {f.name for kind in kinds for f in dataclasses.fields(kind)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(f"unexpected option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [kind(**{f.name: kwargs[f.name] for f in dataclasses.fields(kind) if f.name in kwargs}) for kind in kinds]
+
+
+def check_data_options(data: DataOptions) -> None:
+    """Checks that need no model: counts, seeds and the loss name (raise UsageProblem)."""
+    if data.random < 1:
+        raise UsageProblem(f"--random {data.random}: need at least one sample")
+    if data.seed < 0:
+        raise UsageProblem(f"--seed {data.seed}: must be 0 or more")
+    if data.batch_size is not None and data.batch_size < 1:
+        raise UsageProblem(f"--batch-size {data.batch_size}: must be at least 1")
+    if data.input_shape is not None and any(d < 1 for d in data.input_shape):
+        raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")

@@ -1,0 +1,222 @@
+"""The one pass: a typed request in, one forward pass under one tape, one backward call, a typed result out.
+
+Every command that needs gradients builds a :class:`PassRequest` and calls :func:`run_pass`:
+``grad`` and ``check`` through :mod:`~gradinspect.engine.keras_pass` and
+:mod:`~gradinspect.engine.signatures`, ``verify`` on its float64 copy. What is called is a
+*subject*: :class:`KerasSubject` (a Keras model, recording chosen layers' outputs by shadowing
+``call``) or :class:`SignatureSubject` (a SavedModel signature without layers). Nothing else in
+gradinspect opens a GradientTape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gradinspect.engine.capture import flatten, recording
+from gradinspect.engine.entries import require_differentiable
+from gradinspect.errors import GradientError
+from gradinspect.formatting import first_line
+
+# Recorded outputs: layer (or input) name -> one list of tensors per call.
+Recorded = dict[str, list[list[Any]]]
+
+
+class Subject(Protocol):
+    """What a pass calls: it names its variables, runs the forward pass and records tensors."""
+
+    label: str  # "the forward pass" or "the signature 'serving_default'", for error messages
+    # Restored SavedModel variables must be watched by hand; Keras watches its trainable weights
+    # itself (and a Keras 3 Variable is not a tf.Variable that tape.watch accepts).
+    watch_variables: bool
+
+    def variables(self) -> list[tuple[str, str, Any]]:
+        """``(group, name, variable)`` for every variable whose gradient is wanted."""
+
+    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
+        """The model's flat outputs and the recorded tensors (each watched by every tape)."""
+
+
+@dataclass(frozen=True)
+class PassRequest:
+    """One pass: the subject, its inputs (by input name), the loss and, optionally, stage 2.
+
+    ``loss`` takes the flat model outputs and ``target`` and returns a scalar tensor.
+    ``stages``, when given, is called inside the outer tape with the recorded tensors, outputs
+    and one inner tape per stage-2 pair, and returns the live staged pairs (see
+    :mod:`gradinspect.engine.stages`); ``stage2_variables`` names, per pair, the variables
+    whose stage-2 gradients are taken.
+    """
+
+    subject: Subject
+    feeds: Mapping[str, np.ndarray]
+    loss_spec: str
+    loss: Callable[[list[Any], Any], Any]
+    target: np.ndarray | None = None
+    stage_pairs: int = 0
+    stages: Callable[[Recorded, list[Any], list[Any]], list[Any]] | None = None
+    stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class TensorGradient:
+    """A recorded tensor (``name``'s ``call``-th call, ``index``-th tensor) and d loss / d it."""
+
+    name: str
+    call: int
+    index: int
+    tensor: Any
+    grad: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class VariableGradient:
+    """A variable (``group``: its layer or name scope) and d loss / d it."""
+
+    group: str
+    name: str
+    variable: Any
+    grad: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass produced: the loss, every requested gradient (None: not connected), stage 2."""
+
+    loss_value: float
+    outputs: tuple[Any, ...]
+    recorded: Recorded
+    tensors: tuple[TensorGradient, ...]
+    variables: tuple[VariableGradient, ...]
+    staged: tuple[Any, ...] = ()
+    stage2: tuple[tuple[tuple[str, str, Any, Any], ...], ...] = ()
+
+
+def run_pass(request: PassRequest) -> PassResult:
+    """One forward pass under one tape, then one backward call for every requested gradient."""
+    import tensorflow as tf
+
+    feeds = {name: tf.convert_to_tensor(a) for name, a in request.feeds.items()}
+    variables = request.subject.variables()
+    with _tapes(request.stage_pairs) as (tape, inner, close_inner):
+        try:
+            for t in feeds.values():
+                if t.dtype.is_floating:
+                    for each in (tape, *inner):
+                        each.watch(t)
+            if request.subject.watch_variables:
+                for _, _, v in variables:
+                    tape.watch(v)
+            outputs, recorded = request.subject.forward(feeds, [tape, *inner])
+            require_differentiable(outputs, request.loss_spec)
+            loss_value = request.loss(outputs, request.target)
+            staged = request.stages(recorded, outputs, inner) if request.stages else []
+            close_inner()
+            from gradinspect.engine.stages import finish
+
+            for pair in staged:
+                finish(pair)
+        except GradientError:
+            raise
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            raise GradientError(f"{request.subject.label} failed: {first_line(exc)}") from exc
+    targets = [(n, c, j, t) for n, calls in recorded.items() for c, ts in enumerate(calls) for j, t in enumerate(ts)]
+    sources = [t for *_, t in targets] + [v for *_, v in variables]
+    # One backward call for every target: the cost of a single forward+backward pass.
+    grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
+    arrays = [None if g is None else _numpy(g) for g in grads]
+    stage2 = tuple(
+        tuple((g, n, v, d) for (g, n, v), d in zip(chosen, _stage2_grads(tape, pair, chosen)))
+        for pair, chosen in zip(staged, request.stage2_variables)
+    )
+    del tape
+    return PassResult(
+        float(loss_value.numpy()),
+        tuple(outputs),
+        recorded,
+        tuple(TensorGradient(*target, a) for target, a in zip(targets, arrays)),
+        tuple(VariableGradient(g, n, v, a) for (g, n, v), a in zip(variables, arrays[len(targets) :])),
+        tuple(staged),
+        stage2,
+    )
+
+
+@contextlib.contextmanager
+def _tapes(stage_pairs: int):
+    """The outer tape (persistent when stage 2 needs a second gradient call) and one inner tape per pair."""
+    import tensorflow as tf
+
+    with contextlib.ExitStack() as stack:
+        tape = stack.enter_context(tf.GradientTape(persistent=stage_pairs > 0))
+        inner_stack = stack.enter_context(contextlib.ExitStack())
+        inner = [inner_stack.enter_context(tf.GradientTape()) for _ in range(stage_pairs)]
+        yield tape, inner, inner_stack.close
+
+
+def _stage2_grads(tape: Any, pair: Any, chosen: tuple[tuple[str, str, Any], ...]) -> list[Any]:
+    import tensorflow as tf
+
+    return tape.gradient(pair.stage2_value, [v for *_, v in chosen], unconnected_gradients=tf.UnconnectedGradients.NONE)
+
+
+def _numpy(g: Any) -> np.ndarray:
+    # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
+    import tensorflow as tf
+
+    return tf.convert_to_tensor(g).numpy()
+
+
+@dataclass(frozen=True)
+class KerasSubject:
+    """A Keras model called on its inputs; ``record`` layers' outputs are recorded at every call and
+    ``differentiate`` layers' trainable variables get gradients. An InputLayer records its feed."""
+
+    model: Any
+    layers: Mapping[str, Any]  # path -> layer, for every recorded or differentiated layer
+    record: tuple[str, ...]
+    differentiate: tuple[str, ...]
+    input_names: tuple[str, ...]
+    training: bool = False
+    variable_name: Callable[[Any, Any], str] = field(default=lambda v, layer: v.name, compare=False)
+    label: str = "the forward pass"
+    watch_variables: bool = False
+
+    def variables(self) -> list[tuple[str, str, Any]]:
+        return [
+            (p, self.variable_name(v, self.layers[p]), v)
+            for p in self.differentiate
+            for v in self.layers[p].trainable_weights
+        ]
+
+    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
+        inputs = {p for p in self.record if type(self.layers[p]).__name__ == "InputLayer"}
+        called = {p: self.layers[p] for p in self.record if p not in inputs}
+        feed = feeds[self.input_names[0]] if len(self.input_names) == 1 else feeds
+        with recording(called, tapes) as calls:
+            y = self.model(feed, training=self.training)
+        for p in inputs:
+            calls[p] = [[feeds.get(self.layers[p].name, feeds[self.input_names[0]])]]
+        return flatten(y), {p: calls[p] for p in self.record}
+
+
+@dataclass(frozen=True)
+class SignatureSubject:
+    """A SavedModel signature called with keyword inputs; the inputs are recorded, and ``scoped``
+    variables (``(scope, name, variable)``) get gradients."""
+
+    fn: Any
+    scoped: tuple[tuple[str, str, Any], ...]
+    label: str = "the signature"
+    watch_variables: bool = True
+
+    def variables(self) -> list[tuple[str, str, Any]]:
+        return list(self.scoped)
+
+    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
+        result = self.fn(**feeds)
+        outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else flatten(result)
+        return outputs, {name: [[t]] for name, t in feeds.items()}
