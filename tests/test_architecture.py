@@ -107,3 +107,33 @@ def test_one_home_for_the_informative_line_of_an_exception():
         if p.name != "formatting.py" and ".splitlines()[0]" in p.read_text() and "exc" in p.read_text()
     ]
     assert copies == []
+
+
+def _click_callbacks(tree: ast.AST) -> set[str]:
+    """Functions registered as Click commands (``@main.command()``): their parameters are Click's options."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(target, ast.Attribute) and target.attr in ("command", "group"):
+                    names.add(node.name)
+    return names
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_functions_stay_small(path):
+    """No module over 400 lines, no function over 60 lines or 7 parameters (Click callbacks excepted)."""
+    source = path.read_text()
+    assert len(source.splitlines()) <= 400, f"{path.relative_to(PACKAGE)} has {len(source.splitlines())} lines"
+    tree = ast.parse(source)
+    callbacks = _click_callbacks(tree)
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        where = f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        assert node.end_lineno - node.lineno + 1 <= 60, f"{where} is {node.end_lineno - node.lineno + 1} lines"
+        args = node.args
+        count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs)
+        count -= 1 if args.args and args.args[0].arg in ("self", "cls") else 0
+        assert count <= 7 or node.name in callbacks, f"{where} takes {count} parameters"

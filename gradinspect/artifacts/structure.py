@@ -7,44 +7,16 @@ and are otherwise derived by :mod:`gradinspect.artifacts.shapes`, or left empty.
 
 from __future__ import annotations
 
-import math
-import re
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradinspect.artifacts import shapes
-from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat
+from gradinspect.artifacts.formats import Artifact, ModelFormat
+from gradinspect.artifacts.weights import WeightShapes, open_weights, snake_case
 from gradinspect.errors import ModelFileError
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
-# Variables that Keras creates as non-trainable, by layer class: how many of the layer's own
-# variables, counted from the end, are non-trainable (None: all of them).
-_NON_TRAINABLE_TAIL: dict[str, int | None] = {
-    "BatchNormalization": 2,  # moving_mean, moving_variance
-    "SyncBatchNormalization": 2,
-    "Normalization": None,  # mean, variance, count
-}
-_NON_TRAINABLE_NAMES = frozenset({"moving_mean", "moving_variance"})
-
-
-@dataclass
-class _Vars:
-    """The weight arrays of one layer: (name, shape) and which are trainable."""
-
-    shapes: list[tuple[str, tuple[int, ...]]]
-    trainable: list[bool]
-
-    @property
-    def params(self) -> int:
-        return sum(math.prod(s) for _, s in self.shapes)
-
-    @property
-    def trainable_params(self) -> int:
-        return sum(math.prod(s) for (_, s), t in zip(self.shapes, self.trainable) if t)
 
 
 def has_layer_structure(config: dict[str, Any] | None) -> bool:
@@ -60,10 +32,10 @@ def has_layer_structure(config: dict[str, Any] | None) -> bool:
 def static_layers(artifact: Artifact) -> LayersReport:
     """List the layers of a Sequential/Functional `.keras` or `.h5` model without TensorFlow."""
     assert artifact.config is not None and artifact.format in (ModelFormat.KERAS, ModelFormat.H5)
-    with _weights(artifact) as weights:
-        walker = _Walker(weights, artifact.format)
+    with open_weights(artifact) as weights:
+        walker = _Walker(WeightShapes(weights, artifact.format))
         try:
-            _, inputs = walker.walk_model(artifact.config, prefix="", depth=0, parent_trainable=True, container="")
+            _, inputs = walker.walk_model(artifact.config, _Place())
         except (KeyError, TypeError, AttributeError, IndexError) as exc:
             # The config is untrusted JSON: a missing key or a wrong type is a malformed file.
             raise ModelFileError(
@@ -88,34 +60,6 @@ def _model_name(config: dict[str, Any]) -> str | None:
     return inner.get("name") if isinstance(inner, dict) else None
 
 
-@contextmanager
-def _weights(artifact: Artifact) -> Iterator[Any]:
-    import h5py
-
-    try:
-        if artifact.format is ModelFormat.KERAS:
-            with zipfile.ZipFile(artifact.source) as zf:
-                if "model.weights.h5" not in zf.namelist():
-                    yield None
-                    return
-                with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
-                    yield h5
-        else:
-            with h5py.File(artifact.source, "r") as h5:
-                yield h5.get("model_weights", h5)
-    except (*HDF5_ERRORS, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(
-            f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
-        ) from exc
-
-
-def _snake(name: str) -> str:
-    # keras.src.utils.naming.to_snake_case: how Keras 3 names weight groups in model.weights.h5.
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
 def _batch_shape(cfg: dict[str, Any]) -> tuple | None:
     shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
     if isinstance(shape, dict) and "items" in shape:  # tf.keras SavedModel tuple encoding
@@ -136,35 +80,43 @@ def _as_shape(value: Any) -> tuple | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Place:
+    """Where the walk is: the path prefix and depth of nested models, whether the enclosing model is
+    trainable, its Keras 3 weights group, its legacy-.h5 weights group, and the snake_case names
+    already used by its layers (Keras 3 numbers repeats: dense, dense_1, ...)."""
+
+    prefix: str = ""
+    depth: int = 0
+    trainable: bool = True
+    container: str = ""
+    h5_group: Any = None
+    used: dict[str, int] = field(default_factory=dict, compare=False)
+
+
 class _Walker:
     """Walks a model config the way Keras walks ``model.layers``, emitting rows."""
 
-    def __init__(self, weights: Any, fmt: ModelFormat) -> None:
+    def __init__(self, weights: WeightShapes) -> None:
         self.weights = weights
-        self.fmt = fmt
+        self.fmt = weights.fmt
         self.rows: list[LayerRow] = []
 
     # -- models -----------------------------------------------------------------------------
 
     def walk_model(
-        self,
-        cfg: dict[str, Any],
-        prefix: str,
-        depth: int,
-        parent_trainable: bool,
-        container: str,
-        input_shapes: list[tuple | None] | None = None,
-        h5_group: Any = None,
+        self, cfg: dict[str, Any], place: _Place, input_shapes: list[tuple | None] | None = None
     ) -> tuple[Any, list[InputSpec]]:
         """Emit rows for every layer of ``cfg``; return its output shape and its inputs."""
         inner = cfg["config"]
         layers = inner if isinstance(inner, list) else inner.get("layers", [])
-        trainable = parent_trainable and (not isinstance(inner, dict) or inner.get("trainable", True) is not False)
+        trainable = place.trainable and (not isinstance(inner, dict) or inner.get("trainable", True) is not False)
+        place = replace(place, trainable=trainable, used={})
         if cfg.get("class_name") == "Sequential" or isinstance(inner, list):
-            return self._walk_sequential(cfg, layers, prefix, depth, trainable, container, input_shapes, h5_group)
-        return self._walk_functional(inner, layers, prefix, depth, trainable, container, h5_group)
+            return self._walk_sequential(cfg, layers, place, input_shapes)
+        return self._walk_functional(inner, layers, place)
 
-    def _walk_sequential(self, cfg, layers, prefix, depth, trainable, container, input_shapes, h5_group):
+    def _walk_sequential(self, cfg, layers, place, input_shapes):
         inner = cfg["config"]
         inputs: list[InputSpec] = []
         shape: tuple | None = None
@@ -182,18 +134,17 @@ class _Walker:
                 inputs.append(InputSpec(f"{first.get('name', 'input')}_input", shape, _dtype(first)))
         if shape is None and input_shapes:
             shape = input_shapes[0]
-        used: dict[str, int] = {}
         for i, layer in enumerate(body):
             recorded = None
             if i + 1 < len(body):
                 recorded = _as_shape((body[i + 1].get("build_config") or {}).get("input_shape"))
             if shape is None:
                 shape = _as_shape((layer.get("build_config") or {}).get("input_shape"))
-            out = self._layer(layer, prefix, depth, trainable, container, used, [shape], recorded, h5_group)
+            out = self._layer(layer, place, [shape], recorded)
             shape = out if isinstance(out, tuple) and not (out and isinstance(out[0], tuple)) else None
         return shape, inputs
 
-    def _walk_functional(self, inner, layers, prefix, depth, trainable, container, h5_group):
+    def _walk_functional(self, inner, layers, place):
         recorded: dict[tuple[str, int, int], tuple] = {}
         for layer in layers:
             for node in layer.get("inbound_nodes") or []:
@@ -202,7 +153,6 @@ class _Walker:
                         recorded[(name, node_i, tensor_i)] = shape
         computed: dict[tuple[str, int, int], tuple | None] = {}
         inputs: list[InputSpec] = []
-        used: dict[str, int] = {}
         for layer in layers:
             lname = layer.get("name") or layer["config"].get("name")
             if layer.get("class_name") == "InputLayer":
@@ -215,16 +165,16 @@ class _Walker:
                 ins = [_lookup(recorded, computed, n, ni, ti) for n, ni, ti, _ in _node_inputs(node)]
                 rec = recorded.get((lname, k, 0))
                 if k == 0:
-                    out = self._layer(layer, prefix, depth, trainable, container, used, ins, rec, h5_group)
+                    out = self._layer(layer, place, ins, rec)
                     first_out = out
                 else:
                     out = self._derive(layer, ins, rec)
                 for t, s in enumerate(_split_outputs(out)):
                     computed[(lname, k, t)] = recorded.get((lname, k, t)) or s
             if not nodes and layer.get("class_name") != "InputLayer":
-                self._layer(layer, prefix, depth, trainable, container, used, [], None, h5_group)
+                self._layer(layer, place, [], None)
             elif layer.get("class_name") == "InputLayer":
-                self._layer(layer, prefix, depth, trainable, container, used, [], first_out, h5_group)
+                self._layer(layer, place, [], first_out)
         outs = [computed.get(k) for k in _tensor_refs(inner.get("output_layers", []))]
         return (outs[0] if len(outs) == 1 else tuple(outs) if outs and all(outs) else None), inputs
 
@@ -240,20 +190,22 @@ class _Walker:
             return recorded
         return derived
 
-    def _layer(self, layer, prefix, depth, parent_trainable, container, used, ins, recorded, h5_group):
+    def _layer(self, layer: dict[str, Any], place: _Place, ins: list[tuple | None], recorded: tuple | None) -> Any:
         cls = layer.get("class_name", "?")
         cfg = layer.get("config") or {}
-        lname = layer.get("name") or cfg.get("name") or _snake(cls)
-        path = f"{prefix}{lname}"
-        trainable = parent_trainable and cfg.get("trainable", True) is not False
-        group = self._keras3_group(container, cls, lname, used) if self.fmt is ModelFormat.KERAS else None
+        lname = layer.get("name") or cfg.get("name") or snake_case(cls)
+        path = f"{place.prefix}{lname}"
+        depth = place.depth
+        trainable = place.trainable and cfg.get("trainable", True) is not False
+        keras3 = self.fmt is ModelFormat.KERAS
+        group = self.weights.group(place.container, cls, lname, place.used) if keras3 else None
         if has_layer_structure(layer):
             index = len(self.rows)
             self.rows.append(LayerRow(path, cls, None, 0, 0, trainable, depth, is_container=True))
-            sub_h5 = self._h5_group(lname) if self.fmt is ModelFormat.H5 and h5_group is None else h5_group
-            out, _ = self.walk_model(
-                layer, f"{path}/", depth + 1, trainable, f"{group}/layers" if group else "", ins or None, sub_h5
-            )
+            h5 = place.h5_group
+            sub_h5 = self.weights.h5_group(lname) if self.fmt is ModelFormat.H5 and h5 is None else h5
+            inner = _Place(f"{path}/", depth + 1, trainable, f"{group}/layers" if group else "", sub_h5)
+            out, _ = self.walk_model(layer, inner, ins or None)
             if out is None and recorded is not None:
                 out = recorded
             children = [r for r in self.rows[index + 1 :] if not r.is_container]
@@ -269,75 +221,9 @@ class _Walker:
             )
             return out
         out = self._derive(layer, ins, recorded)
-        vars_ = self._vars(cls, lname, group, trainable, h5_group)
+        vars_ = self.weights.variables(cls, lname, group, trainable, place.h5_group)
         self.rows.append(LayerRow(path, cls, _normalize(out), vars_.params, vars_.trainable_params, trainable, depth))
         return out
-
-    # -- weights ----------------------------------------------------------------------------
-
-    def _keras3_group(self, container: str, cls: str, lname: str, used: dict[str, int]) -> str:
-        base = _snake(cls)
-        if base in used:
-            used[base] += 1
-            base = f"{base}_{used[base]}"
-        else:
-            used[base] = 0
-        path = f"{container}/{base}" if container else f"layers/{base}"
-        if self.weights is not None:
-            # Keras >= 3.10 also writes the layer name on each group; trust it when present.
-            vars_group = self.weights.get(f"{path}/vars")
-            stored = vars_group.attrs.get("name") if vars_group is not None else None
-            if stored is not None and stored != lname:
-                parent = self.weights.get(container or "layers")
-                for key in parent or []:
-                    v = parent[key].get("vars")
-                    if v is not None and v.attrs.get("name") == lname:
-                        return f"{container or 'layers'}/{key}"
-        return path
-
-    def _h5_group(self, lname: str) -> Any:
-        return self.weights.get(lname) if self.weights is not None else None
-
-    def _vars(self, cls: str, lname: str, group: str | None, trainable: bool, h5_group: Any) -> _Vars:
-        import h5py
-
-        found: list[tuple[str, tuple[int, ...]]] = []
-        if self.weights is None:
-            return _Vars([], [])
-        if self.fmt is ModelFormat.KERAS:
-            node = self.weights.get(group) if group else None
-            own = node.get("vars") if node is not None else None
-            own_names = set()
-            if own is not None:
-                for key in sorted(own.keys(), key=lambda k: int(k) if k.isdigit() else 0):
-                    found.append((f"vars/{key}", tuple(own[key].shape)))
-                    own_names.add(f"vars/{key}")
-            if node is not None:
-                extra: list[tuple[str, tuple[int, ...]]] = []
-                node.visititems(
-                    lambda n, o: (
-                        extra.append((n, tuple(o.shape)))
-                        if isinstance(o, h5py.Dataset) and n not in own_names
-                        else None
-                    )
-                )
-                found.extend(extra)
-            flags = _trainable_flags(cls, [n for n, _ in found], trainable, own_count=len(own_names))
-            return _Vars(found, flags)
-        # legacy .h5: model_weights/<layer>/ with a weight_names attribute; inside a nested
-        # model the weights sit in the nested model's group, prefixed by the inner layer name.
-        grp = h5_group if h5_group is not None else self._h5_group(lname)
-        if grp is None:
-            return _Vars([], [])
-        for wname in grp.attrs.get("weight_names", []):
-            wname = wname.decode("utf-8") if isinstance(wname, bytes) else str(wname)
-            if h5_group is not None and lname not in wname.split("/"):
-                continue
-            ds = grp.get(wname)
-            if ds is not None:
-                found.append((wname, tuple(ds.shape)))
-        flags = [trainable and not _is_stat_name(n) for n, _ in found]
-        return _Vars(found, flags)
 
 
 def _lookup(recorded: dict, computed: dict, name: str, node: int, tensor: int) -> tuple | None:
@@ -353,21 +239,6 @@ def _lookup(recorded: dict, computed: dict, name: str, node: int, tensor: int) -
     if len(calls) == 1:
         return computed[(name, calls.pop(), tensor)]
     return None
-
-
-def _is_stat_name(name: str) -> bool:
-    leaf = name.split("/")[-1].split(":")[0]
-    return leaf in _NON_TRAINABLE_NAMES
-
-
-def _trainable_flags(cls: str, names: list[str], trainable: bool, own_count: int) -> list[bool]:
-    if not trainable:
-        return [False] * len(names)
-    if cls in _NON_TRAINABLE_TAIL:
-        tail = _NON_TRAINABLE_TAIL[cls]
-        cut = 0 if tail is None else max(own_count - tail, 0)
-        return [i < cut for i in range(len(names))]
-    return [True] * len(names)
 
 
 def _normalize(out: Any) -> Any:

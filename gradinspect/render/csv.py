@@ -31,22 +31,23 @@ GRAD_COLUMNS = (
 )
 
 
-def _row(tag, kind, layer, call, tensor, variable, dims, stats, missing, weight_norm="", plain="", cosine="", ratio=""):
-    values = stats.to_dict() if stats else {}
+def _row(tag: str, kind: str, entry: Any, **extra: Any) -> list[Any]:
+    """One CSV row: the pair, the kind of entry, its statistics; ``extra`` fills the columns only some kinds have."""
+    values = entry.stats.to_dict() if entry.stats else {}
     return [
         tag,
         kind,
-        layer,
-        call,
-        tensor,
-        variable,
-        shape(dims),
+        entry.layer,
+        extra.get("call", ""),
+        extra.get("tensor", ""),
+        extra.get("variable", ""),
+        shape(entry.shape),
         *(values.get(k, "") for k in STAT_KEYS),
-        weight_norm,
-        missing or "",
-        _blank(plain),
-        _blank(cosine),
-        _blank(ratio),
+        extra.get("weight_norm", ""),
+        entry.missing or "",
+        _blank(extra.get("plain")),
+        _blank(extra.get("cosine")),
+        _blank(extra.get("ratio")),
     ]
 
 
@@ -71,30 +72,12 @@ def grad(report: GradReport, options: RenderOptions) -> str:
     for pair in report.pairs:
         tag = f"{pair.from_layer}:{pair.to_layer}"
         for o in pair.outputs:
-            writer.writerow(_row(tag, "output", o.layer, o.call, o.tensor, "", o.shape, o.stats, o.missing))
+            writer.writerow(_row(tag, "output", o, call=o.call, tensor=o.tensor))
         for w in pair.weights:
-            writer.writerow(
-                _row(tag, "weight", w.layer, "", "", w.variable, w.shape, w.stats, w.missing, w.weight_norm)
-            )
-        if pair.stage2 is not None:
-            for w in pair.stage2.weights:
-                writer.writerow(
-                    _row(
-                        tag,
-                        "stage2",
-                        w.layer,
-                        "",
-                        "",
-                        w.variable,
-                        w.shape,
-                        w.stats,
-                        w.missing,
-                        "",
-                        w.plain_norm,
-                        w.cosine,
-                        w.norm_ratio,
-                    )
-                )
+            writer.writerow(_row(tag, "weight", w, variable=w.variable, weight_norm=w.weight_norm))
+        for s2 in pair.stage2.weights if pair.stage2 is not None else ():
+            extra = {"variable": s2.variable, "plain": s2.plain_norm, "cosine": s2.cosine, "ratio": s2.norm_ratio}
+            writer.writerow(_row(tag, "stage2", s2, **extra))
     return buf.getvalue()
 
 

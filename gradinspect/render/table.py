@@ -81,72 +81,80 @@ def _grad(console: Console, report) -> None:
     for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for pair in report.pairs:
-        outs = Table(title=Text(f"Output gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
-        for col in ("Layer", "Call", "Shape"):
-            outs.add_column(col)
-        for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
-            outs.add_column(col, justify="right")
-        notes = any(o.stats is None for o in pair.outputs)
-        if notes:
-            outs.add_column("Note", style="yellow", max_width=48)
-        for o in pair.outputs:
-            name = o.layer + (f".{o.tensor}" if o.tensor else "")
-            if o.stats is None:
-                outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), *_DASHES[:8], Text(o.missing or ""))
-                continue
-            s = o.stats
-            outs.add_row(
-                Text(name),
-                str(o.call),
-                Text(shape(o.shape)),
-                _norm_cell(s),
-                _num(s.mean),
-                _num(s.std),
-                _num(s.min),
-                _num(s.max),
-                _num(s.abs_mean),
-                _num(s.zero_fraction),
-                Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
-            )
-        console.print(outs)
-        ws = Table(title=Text(f"Weight gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
-        for col in ("Layer", "Variable", "Shape"):
-            ws.add_column(col)
-        for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
-            ws.add_column(col, justify="right")
-        if any(w.stats is None for w in pair.weights):
-            ws.add_column("Note", style="yellow", max_width=48)
-        for w in pair.weights:
-            if w.stats is None:
-                ws.add_row(
-                    Text(w.layer),
-                    Text(w.variable),
-                    Text(shape(w.shape)),
-                    _DASHES[0],
-                    _num(w.weight_norm),
-                    *_DASHES[:6],
-                    Text(w.missing or ""),
-                )
-                continue
-            s = w.stats
+        console.print(_outputs_table(pair))
+        console.print(_weights_table(pair))
+        if pair.stage2 is not None:
+            _stage2(console, pair)
+
+
+def _outputs_table(pair: Any) -> Table:
+    outs = Table(title=Text(f"Output gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
+    for col in ("Layer", "Call", "Shape"):
+        outs.add_column(col)
+    for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
+        outs.add_column(col, justify="right")
+    notes = any(o.stats is None for o in pair.outputs)
+    if notes:
+        outs.add_column("Note", style="yellow", max_width=48)
+    for o in pair.outputs:
+        name = o.layer + (f".{o.tensor}" if o.tensor else "")
+        if o.stats is None:
+            outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), *_DASHES[:8], Text(o.missing or ""))
+            continue
+        s = o.stats
+        outs.add_row(
+            Text(name),
+            str(o.call),
+            Text(shape(o.shape)),
+            _norm_cell(s),
+            _num(s.mean),
+            _num(s.std),
+            _num(s.min),
+            _num(s.max),
+            _num(s.abs_mean),
+            _num(s.zero_fraction),
+            Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+        )
+    return outs
+
+
+def _weights_table(pair: Any) -> Table:
+    ws = Table(title=Text(f"Weight gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
+    for col in ("Layer", "Variable", "Shape"):
+        ws.add_column(col)
+    for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
+        ws.add_column(col, justify="right")
+    if any(w.stats is None for w in pair.weights):
+        ws.add_column("Note", style="yellow", max_width=48)
+    for w in pair.weights:
+        if w.stats is None:
             ws.add_row(
                 Text(w.layer),
                 Text(w.variable),
                 Text(shape(w.shape)),
-                _norm_cell(s),
+                _DASHES[0],
                 _num(w.weight_norm),
-                _num(w.ratio),
-                _num(s.mean),
-                _num(s.std),
-                _num(s.abs_max),
-                _num(s.zero_fraction),
-                Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+                *_DASHES[:6],
+                Text(w.missing or ""),
             )
-        if not pair.weights:
-            ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
-        console.print(ws)
-        if pair.stage2 is not None:
-            _stage2(console, pair)
+            continue
+        s = w.stats
+        ws.add_row(
+            Text(w.layer),
+            Text(w.variable),
+            Text(shape(w.shape)),
+            _norm_cell(s),
+            _num(w.weight_norm),
+            _num(w.ratio),
+            _num(s.mean),
+            _num(s.std),
+            _num(s.abs_max),
+            _num(s.zero_fraction),
+            Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+        )
+    if not pair.weights:
+        ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
+    return ws
 
 
 def _stage2(console: Console, pair) -> None:
