@@ -137,3 +137,45 @@ def test_modules_and_functions_stay_small(path):
         count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs)
         count -= 1 if args.args and args.args[0].arg in ("self", "cls") else 0
         assert count <= 7 or node.name in callbacks, f"{where} takes {count} parameters"
+
+
+def test_every_command_validates_its_options_before_importing_tensorflow():
+    """Bad option values are found in a fraction of a second: TensorFlow is never imported for them."""
+    import subprocess
+    import sys
+
+    runs = [
+        ["grad", "M", "--all", "--loss", "nope"],
+        ["grad", "M", "--all", "--stage2", "__import__('os')"],
+        ["grad", "M", "--all", "--input", "missing.npy"],
+        ["grad", "M", "--all", "--seed", "-1"],
+        ["check", "M", "--rtol", "-1"],
+        ["check", "M", "--max-zero-fraction", "2"],
+        ["check", "M", "--baseline", "missing.json"],
+        ["check", "M", "--loss", "mse"],
+        ["verify", "M", "--layer", "dense_1", "--eps", "0"],
+        ["verify", "M", "--layer", "dense_1", "--entries", "0"],
+        ["verify", "M", "--layer", "dense_1", "--loss", "nope"],
+        ["verify", "M", "--layer", "dense_1", "--target", "missing.npy", "--loss", "mse"],
+        ["layers", "M", "--max-memory", "lots"],
+    ]
+    code = (
+        "import sys, json\n"
+        "from click.testing import CliRunner\n"
+        "from gradinspect.cli import main\n"
+        "codes = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    args = [sys.argv[2] if a == 'M' else a for a in args]\n"
+        "    codes.append(CliRunner().invoke(main, args).exit_code)\n"
+        "heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'))\n"
+        "print(json.dumps([codes, heavy[:3]]))\n"
+    )
+    import json
+
+    model = str(PACKAGE.parent / "sample_models" / "mlp.keras")
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(runs), model], capture_output=True, text=True, check=True, timeout=120
+    )
+    codes, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert codes == [2] * len(runs)
+    assert heavy == []

@@ -195,6 +195,20 @@ def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label:
     return results
 
 
+def _check_rules(rules: Rules) -> None:
+    """Thresholds that cannot mean anything are usage errors, found before the model is loaded."""
+    for option, value in (
+        ("--max-norm", rules.max_norm),
+        ("--min-norm", rules.min_norm),
+        ("--max-ratio", rules.max_ratio),
+        ("--rtol", rules.rtol),
+    ):
+        if value is not None and value < 0:
+            raise UsageProblem(f"{option} {value}: must be 0 or more")
+    if rules.max_zero_fraction is not None and not 0 <= rules.max_zero_fraction <= 1:
+        raise UsageProblem(f"--max-zero-fraction {rules.max_zero_fraction}: must be between 0 and 1")
+
+
 def check(
     model_or_path: Any,
     inputs: Any = None,
@@ -209,11 +223,13 @@ def check(
     (loss, target, random, seed, …). With ``write_baseline``, the norm profile is saved there."""
     from gradinspect.artifacts.live import leaf_paths
     from gradinspect.artifacts.loading import as_loaded
-    from gradinspect.commands.grad import inspect_gradients
+    from gradinspect.commands.grad import checked_options, inspect_gradients
 
     rules = rules or Rules()
+    _check_rules(rules)
     if rules.baseline is not None:
         read_baseline(rules.baseline)  # fail before any work
+    checked_options(inputs, grad_options)
     loaded = as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
     if loaded.loader == "tf.saved_model":
         pairs = None if not layers else [(name, name) for name in layers]

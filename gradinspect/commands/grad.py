@@ -28,6 +28,20 @@ class GradOptions:
     through: bool = False
 
 
+_ANY_OUTPUTS = 1024
+
+
+def checked_options(inputs: Any, options: dict[str, Any]) -> tuple[GradOptions, DataOptions, ModelOptions]:
+    """The keyword options of a gradient run as typed values, with every check that needs no model done."""
+    grad_opts, data, model_opts = split_options(options, GradOptions, DataOptions, ModelOptions)
+    data = replace(data, inputs=inputs)
+    check_data_options(data)
+    check_loss_spec(data.loss, data.target is not None)
+    # The expressions' syntax and names, before loading; y0..yN are checked again once N is known.
+    parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, _ANY_OUTPUTS, data.target is not None)
+    return grad_opts, data, model_opts
+
+
 def inspect_gradients(
     model_or_path: Any, inputs: Any = None, pairs: list[tuple[str, str]] | None = None, **options: Any
 ) -> GradReport:
@@ -40,10 +54,7 @@ def inspect_gradients(
     and :class:`ModelOptions` (``custom_objects``, ``unsafe``). Raises GradinspectError
     subclasses for every expected failure; options that need no model are checked first.
     """
-    grad_opts, data, model_opts = split_options(options, GradOptions, DataOptions, ModelOptions)
-    data = replace(data, inputs=inputs)
-    check_data_options(data)
-    check_loss_spec(data.loss, data.target is not None)
+    grad_opts, data, model_opts = checked_options(inputs, options)
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gradinspect.errors import UsageProblem
+from gradinspect.errors import InputDataError, UsageProblem
+from gradinspect.output import input_paths
 
 T = TypeVar("T")
 
@@ -52,7 +53,13 @@ def split_options(kwargs: dict[str, Any], *kinds: type) -> list[Any]:
 
 
 def check_data_options(data: DataOptions) -> None:
-    """Checks that need no model: counts, seeds and the loss name (raise UsageProblem)."""
+    """Checks that need no model: counts, seeds, and that ``--input``/``--target`` files exist
+    (raise UsageProblem or InputDataError)."""
+    for option, spec in (("--input", data.inputs), ("--target", data.target)):
+        if isinstance(spec, (str, Path)):
+            path = input_paths(spec)[0]
+            if not path.exists():
+                raise InputDataError(f"{option} {spec}: no such file")
     if data.random < 1:
         raise UsageProblem(f"--random {data.random}: need at least one sample")
     if data.seed < 0:
