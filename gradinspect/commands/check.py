@@ -32,6 +32,7 @@ def _outputs(grad: GradReport) -> dict[str, Any]:
 
 def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
     """Apply ``rules`` to every gradient in ``grad``; the baseline comparison is included."""
+    _check_rules(rules)
     results: list[RuleResult] = []
     weights = _weights(grad)
     if not rules.allow_nonfinite:
@@ -139,8 +140,6 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
 
 def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label: str) -> list[RuleResult]:
     """One result per variable: did its gradient norm move by more than ``rtol`` (relative)?"""
-    if rtol < 0:
-        raise UsageProblem(f"--rtol {rtol}: must be >= 0")
     base_fp = (base.get("inputs") or {}).get("fingerprint")
     if base_fp and grad.input_fingerprint and base_fp != grad.input_fingerprint:
         raise BaselineError(
@@ -163,36 +162,23 @@ def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label:
             )
             continue
         old, new = base["norms"][key], now[key]
-        if old is None or new is None:
-            ok = old is None and new is None
-            results.append(
-                RuleResult(
-                    "baseline",
-                    key,
-                    ok,
-                    new,
-                    old,
-                    "no gradient, as in the baseline"
-                    if ok
-                    else f"gradient norm {number(old)} in the baseline, {number(new)} now",
-                )
-            )
-            continue
-        moved = abs(new - old) / abs(old) if old else (0.0 if new == 0 else math.inf)
-        ok = moved <= rtol
-        results.append(
-            RuleResult(
-                "baseline",
-                key,
-                ok,
-                new,
-                old,
-                f"norm {number(old)} -> {number(new)} ({(new - old) / old:+.2%})"
-                if old
-                else f"norm {number(old)} -> {number(new)}",
-            )
-        )
+        results.append(RuleResult("baseline", key, *_baseline_verdict(old, new, rtol)))
     return results
+
+
+def _baseline_verdict(old: float | None, new: float | None, rtol: float) -> tuple[bool, Any, Any, str]:
+    """(passed, value, threshold, message) for one norm now against the baseline's."""
+    if old is None or new is None:
+        ok = old is None and new is None
+        why = (
+            "no gradient, as in the baseline"
+            if ok
+            else f"gradient norm {number(old)} in the baseline, {number(new)} now"
+        )
+        return ok, new, old, why
+    moved = abs(new - old) / abs(old) if old else (0.0 if new == 0 else math.inf)
+    change = f" ({(new - old) / old:+.2%})" if old else ""
+    return moved <= rtol, new, old, f"norm {number(old)} -> {number(new)}{change}"
 
 
 def _check_rules(rules: Rules) -> None:
