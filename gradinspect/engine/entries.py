@@ -8,12 +8,12 @@ import numpy as np
 
 from gradinspect.engine.inputs import fingerprint
 from gradinspect.engine.stats import tensor_stats
+from gradinspect.errors import GradientError
+from gradinspect.report import GradReport, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
     from gradinspect.engine.passes import TensorGradient, VariableGradient
     from gradinspect.engine.request import GradientRequest
-from gradinspect.errors import GradientError
-from gradinspect.report import GradReport, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 NO_PATH = (
     "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
