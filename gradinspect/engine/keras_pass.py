@@ -64,7 +64,9 @@ def keras_gradients(request: GradientRequest) -> GradReport:
         request.training,
         variable_name,
     )
-    by_layer = {p: [(n, v) for g, n, v in subject.variables() if g == p] for p in var_layers}
+    by_layer: dict[str, list[tuple[str, Any]]] = {p: [] for p in var_layers}
+    for group, name, var in subject.variables():
+        by_layer[group].append((name, var))
     stage2_variables = tuple(
         tuple((p, n, v) for p in chains[pair] for n, v in by_layer[p]) for pair in pairs if request.stages
     )

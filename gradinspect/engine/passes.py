@@ -128,12 +128,12 @@ def run_pass(request: PassRequest) -> PassResult:
     sources = [t for *_, t in targets] + [v for *_, v in variables]
     # One backward call for every target: the cost of a single forward+backward pass.
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
-    arrays = [None if g is None else _numpy(g) for g in grads]
     stage2 = tuple(
         tuple((g, n, v, d) for (g, n, v), d in zip(chosen, _stage2_grads(tape, pair, chosen)))
         for pair, chosen in zip(staged, request.stage2_variables)
     )
-    del tape
+    del tape  # the forward pass's intermediate tensors can go before the gradients are copied out
+    arrays = [None if g is None else _numpy(g) for g in grads]
     return PassResult(
         float(loss_value.numpy()),
         tuple(outputs),
