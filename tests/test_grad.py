@@ -176,12 +176,24 @@ def test_real_models_first_to_last(real_models, name):
 def test_softmax_with_sum_loss_has_zero_weight_gradients(real_models):
     name = "keras231_hls4ml_jettagger_conv2d.h5"
     result = run_cli(
-        "grad", real_models / name, "--from", "dense_1_relu", "--to", "output_softmax", "--random", "3", "-f", "json"
+        "grad",
+        real_models / name,
+        "--from",
+        "dense_1_relu",
+        "--to",
+        "output_softmax",
+        "--random",
+        "3",
+        "--loss",
+        "sum",
+        "-f",
+        "json",
     )
     data = json.loads(result.stdout)
     assert data["loss"]["value"] == pytest.approx(3.0, rel=1e-6)  # each of 3 samples' softmax sums to 1
     for w in data["pairs"][0]["weights"]:
         assert w["stats"]["abs_max"] < 1e-6, w
+    assert any("rounding noise" in n and "logprob:pred" in n for n in data["notes"])
 
 
 @pytest.mark.parametrize("kind", ["npz", "csv", "json", "h5", "h5ds"])
@@ -419,7 +431,12 @@ def test_missing_gradient_reasons(keras, tmp_path):
     model.save(tmp_path / "m.keras")
     data = np.ones((2, 3), dtype="float32")
     report = inspect_gradients(
-        tmp_path / "m.keras", data, pairs=[("before_round", "side")], loss="unit:0", custom_objects=path
+        tmp_path / "m.keras",
+        data,
+        pairs=[("before_round", "side")],
+        loss="unit:0",
+        outputs=("y0",),
+        custom_objects=path,
     )
     by_layer = {w.layer: w for w in report.pairs[0].weights}
     assert "non-differentiable" in by_layer["before_round"].missing

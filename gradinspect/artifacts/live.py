@@ -188,3 +188,21 @@ def between_layers(model: Any, a: str, b: str) -> list[str]:
     if a in paths and b in paths:
         return paths[paths.index(a) + 1 : paths.index(b)]
     return []
+
+
+def output_names(model: Any) -> list[str]:
+    """The names of a Keras model's outputs, in order (a Sequential's is its last layer's name)."""
+    try:
+        names = list(getattr(model, "output_names", None) or [])
+    except (AttributeError, ValueError):
+        names = []
+    if names:
+        return [str(n) for n in names]
+    try:
+        count = len(model.outputs or [])
+    except (AttributeError, ValueError):
+        count = 1
+    layers = getattr(model, "layers", None) or []
+    if count <= 1 and layers:
+        return [layers[-1].name]
+    return [f"output_{i}" for i in range(max(count, 1))]

@@ -100,12 +100,22 @@ def data_options(training: bool = True) -> Callable[[Callable[..., Any]], Callab
         click.option("--batch-size", type=click.IntRange(min=1), help="Use only the first N samples."),
         click.option(
             "--loss",
-            default="sum",
+            default="auto",
             show_default=True,
-            help="sum, mean, sumsq, unit:K, compiled, or a Keras loss name (mse, categorical_crossentropy, "
-            "...) with --target.",
+            help="auto (logprob:pred on probability outputs, else sum), sum, mean, sumsq, unit:K, "
+            "logprob:pred, logprob:K, compiled, or a Keras loss name (mse, categorical_crossentropy, ...) "
+            "with --target.",
         ),
-        click.option("--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input)."),
+        click.option(
+            "--target", metavar="FILE", help="Targets for a Keras loss (same formats as --input; .npz by output name)."
+        ),
+        click.option(
+            "--model-output",
+            "model_outputs",
+            multiple=True,
+            metavar="NAME[=FILE]",
+            help="Aim the loss at this model output (repeatable); =FILE gives its target.",
+        ),
     ]
     if training:
         options.append(
@@ -132,6 +142,7 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
         "input_shape": shape_option(options["input_shape"]),
         "samples": options["samples"],
         "batch_size": options["batch_size"],
+        "outputs": tuple(options["model_outputs"]),
     }
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gradinspect.artifacts.live import model_inputs
+from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.inputs import prepare_inputs, target_array
+from gradinspect.engine.inputs import output_targets, prepare_inputs
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
-from gradinspect.engine.losses import check_loss_spec, compiled_loss, make_loss
+from gradinspect.engine.losses import check_loss_spec, compiled_losses
+from gradinspect.engine.objective import Objective, OutputChoice, build_objective
 from gradinspect.engine.request import GradientRequest
-from gradinspect.engine.signatures import savedmodel_signature, signature_gradients
+from gradinspect.engine.signatures import savedmodel_signature, signature_gradients, signature_output_names
 from gradinspect.engine.stages import parse_stages
 from gradinspect.errors import GradientError
 from gradinspect.report import GradReport, InputSpec
@@ -36,7 +37,7 @@ def checked_options(inputs: Any, options: dict[str, Any]) -> tuple[GradOptions, 
     grad_opts, data, model_opts = split_options(options, GradOptions, DataOptions, ModelOptions)
     data = replace(data, inputs=inputs)
     check_data_options(data)
-    check_loss_spec(data.loss, data.target is not None)
+    check_loss_spec(data.loss, data.target is not None or any("=" in o for o in data.outputs))
     # The expressions' syntax and names, before loading; y0..yN are checked again once N is known.
     parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, _ANY_OUTPUTS, data.target is not None)
     return grad_opts, data, model_opts
@@ -58,7 +59,8 @@ def inspect_gradients(
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
-    request = _request(loaded, specs, data)
+    names = signature_output_names(signature) if signature else output_names(loaded.model)
+    request = _request(loaded, specs, names, data)
     if signature is not None:
         if grad_opts.stage2 is not None:
             raise GradientError(
@@ -73,25 +75,29 @@ def inspect_gradients(
     return keras_gradients(replace(request, pairs=pair_list, stages=stages))
 
 
-def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], data: DataOptions) -> GradientRequest:
-    """The inputs read and checked against ``specs``, the loss made (``compiled`` resolved), the target cut."""
+def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:
+    """The inputs read and checked against ``specs``, the objective over outputs ``names`` with its targets."""
     arrays, source, notes = prepare_inputs(
         list(specs), data.inputs, data.random, data.seed, data.input_shape, data.samples, data.batch_size
     )
-    loss_spec = data.loss
-    if loss_spec == "compiled":
-        loss_spec = compiled_loss(loaded)
-        notes.append(f"--loss compiled: the model was saved with loss {loss_spec}")
-    batch = next(iter(arrays.values())).shape[0]
+    objective = objective_for(loaded, names, data, next(iter(arrays.values())).shape[0])
+    targets = [t.target for t in objective.terms if t.target is not None]
     return GradientRequest(
         loaded,
         arrays,
         specs,
         (),
         data.loss,
-        make_loss(loss_spec, data.target is not None),
-        target_array(data.target, data.samples, data.batch_size, batch),
+        objective,
+        targets[0] if len(targets) == 1 else None,
         data.training,
         source=source,
         notes=tuple(notes),
     )
+
+
+def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:
+    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), targets read and cut."""
+    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, data.batch_size, batch)
+    compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
+    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)

@@ -19,6 +19,7 @@ class DataOptions:
 
     ``inputs`` is a file spec (as ``--input``), an array, a dict of arrays by input name, or None
     for ``random`` seeded samples; ``samples`` is ``START:STOP``; ``batch_size`` keeps the first N.
+    ``outputs`` aims the loss at named model outputs (``--model-output NAME`` or ``NAME=TARGETFILE``).
     """
 
     inputs: Any = None
@@ -27,9 +28,10 @@ class DataOptions:
     input_shape: tuple[int, ...] | None = None
     samples: str | None = None
     batch_size: int | None = None
-    loss: str = "sum"
+    loss: str = "auto"
     target: Any = None
     training: bool = False
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def split_options(kwargs: dict[str, Any], *kinds: type) -> list[Any]:
 def check_data_options(data: DataOptions) -> None:
     """Checks that need no model: counts, seeds, and that ``--input``/``--target`` files exist
     (raise UsageProblem or InputDataError)."""
-    for option, spec in (("--input", data.inputs), ("--target", data.target)):
+    files = [("--model-output", o.partition("=")[2]) for o in data.outputs if "=" in o]
+    for option, spec in (("--input", data.inputs), ("--target", data.target), *files):
         if isinstance(spec, (str, Path)):
             path = input_paths(spec)[0]
             if not path.exists():

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, variable_name
+from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names, variable_name
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
+from gradinspect.commands.grad import objective_for
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.capture import flatten
-from gradinspect.engine.inputs import prepare_inputs, target_array
-from gradinspect.engine.losses import check_loss_spec, make_loss
+from gradinspect.engine.inputs import prepare_inputs
+from gradinspect.engine.losses import check_loss_spec
+from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import KerasSubject, PassRequest, run_pass
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
@@ -94,7 +96,7 @@ def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -
     if data.training:
         raise UsageProblem("verify runs in inference mode: dropout and batch statistics break finite differences")
     check_data_options(data)
-    check_loss_spec(data.loss, data.target is not None)
+    check_loss_spec(data.loss, data.target is not None or any("=" in o for o in data.outputs))
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     if loaded.loader == "tf.saved_model":
         raise GradientError(
@@ -107,13 +109,13 @@ def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -
         specs, data.inputs, data.random, data.seed, data.input_shape, data.samples, data.batch_size
     )
     batch = next(iter(arrays.values())).shape[0]
-    target = _as_float64(target_array(data.target, data.samples, data.batch_size, batch))
+    objective = objective_for(loaded, output_names(loaded.model), data, batch)
     copy = float64_copy(loaded)
     feeds = {k: _as_float64(v) for k, v in arrays.items()}
-    diffs = _Differences(copy, [s.name for s in specs], feeds, make_loss(data.loss, target is not None), target, opts)
+    diffs = _Differences(copy, [s.name for s in specs], feeds, objective, opts)
     entries = diffs.check(layer, find_layer(copy, layer), np.random.default_rng(data.seed))
     info = live_layers(loaded).model
-    return VerifyReport(info, layer, data.loss, source, int(batch), opts.eps, opts.tol, tuple(entries))
+    return VerifyReport(info, layer, objective.description, source, int(batch), opts.eps, opts.tol, tuple(entries))
 
 
 def _as_float64(a: np.ndarray | None) -> np.ndarray | None:
@@ -123,14 +125,14 @@ def _as_float64(a: np.ndarray | None) -> np.ndarray | None:
 class _Differences:
     """The float64 copy, its inputs and loss: tape gradients from one pass, and central differences."""
 
-    def __init__(self, copy: Any, names: list[str], feeds: dict, loss: Any, target: Any, opts: VerifyOptions):
-        self.copy, self.names, self.feeds, self.loss, self.target, self.opts = copy, names, feeds, loss, target, opts
+    def __init__(self, copy: Any, names: list[str], feeds: dict, objective: Objective, opts: VerifyOptions):
+        self.copy, self.names, self.feeds, self.loss, self.opts = copy, names, feeds, objective, opts
         self.done = 0
         self.total = 0
 
     def check(self, path: str, layer: Any, rng: np.random.Generator) -> list[VerifyEntry]:
         subject = KerasSubject(self.copy, {path: layer}, (path,), (path,), tuple(self.names), False, variable_name)
-        result = run_pass(PassRequest(subject, self.feeds, "verify", self.loss, self.target))
+        result = run_pass(PassRequest(subject, self.feeds, self.loss))
         if not result.recorded[path]:
             raise GradientError(f"layer {path!r} was not called in the forward pass")
         out = result.tensors[0]
@@ -149,7 +151,7 @@ class _Differences:
     def _loss(self) -> float:
         feed = self.feeds[self.names[0]] if len(self.names) == 1 else self.feeds
         y = self.copy(feed, training=False)
-        return float(self.loss(flatten(y), self.target).numpy())
+        return float(self.loss(flatten(y)).numpy())
 
     def _central(self, apply: Callable[[float], None]) -> float:
         """(f(+eps) - f(-eps)) / 2eps, with ``apply(step)`` moving the perturbed value by ``step``."""

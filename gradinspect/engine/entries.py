@@ -15,25 +15,25 @@ if TYPE_CHECKING:
     from gradinspect.engine.passes import TensorGradient, VariableGradient
     from gradinspect.engine.request import GradientRequest
 
+# What the reasons rest on: the tape found no gradient (a fact of this pass), and the saved graph
+# says whether the layer feeds an output the loss reads. Losses read the recorded output tensors
+# themselves, so a layer on such a path without a gradient has a non-differentiable op after it.
 NO_PATH = (
-    "no gradient: the layer is not between the inputs and the loss, or the path to the loss goes "
-    "through a non-differentiable op (argmax, round, a cast to integer)"
+    "no gradient: the tape found no differentiable path from the loss to here (either the layer feeds no "
+    "output the loss reads, or an op on the way has no gradient, such as argmax, round or an integer cast)"
 )
-NOT_BETWEEN = "no gradient: the layer is not between the inputs and the loss (it feeds no output the loss uses)"
+NOT_BETWEEN = "no gradient: the layer is not between the inputs and the loss (it feeds no output the loss reads)"
 NON_DIFFERENTIABLE = (
-    "no gradient: the path from here to the loss goes through a non-differentiable op "
-    "(argmax, round, a cast to integer, stop_gradient)"
+    "no gradient: the layer feeds an output the loss reads, but the tape found no differentiable path back "
+    "to it: an op on the way is non-differentiable (argmax, round, an integer cast, stop_gradient)"
 )
 UNUSED_VARIABLE = "no gradient: the signature does not use this variable"
 INTEGER = "no gradient: the tensor is integer-typed (e.g. an Embedding's indices); integers have no gradient"
 NOT_CALLED = "no gradient: the layer was not called in the forward pass"
 
 
-def require_differentiable(outputs: list[Any], loss_spec: str) -> None:
+def require_differentiable(used: list[Any]) -> None:
     """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
-    from gradinspect.engine.losses import outputs_used
-
-    used = [outputs[i] for i in outputs_used(loss_spec, len(outputs)) if i < len(outputs)]
     if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
         dtypes = ", ".join(sorted({t.dtype.name for t in used}))
         raise GradientError(
@@ -45,20 +45,23 @@ def require_differentiable(outputs: list[Any], loss_spec: str) -> None:
 def grad_report(
     request: GradientRequest, info: ModelInfo, loss_value: float, pairs: tuple[PairReport, ...], arrays: dict
 ) -> GradReport:
-    """The report of one run, with a note when the loss is non-finite or every gradient is ~0."""
-    notes = request.notes
+    """The report of one run: the loss that ran (``auto`` resolved), with notes on what it chose,
+    on a non-finite loss, and on gradients that are only rounding noise."""
+    spec = request.loss.description
+    notes = (*request.notes, *request.loss.notes)
     if not np.isfinite(loss_value):
         notes = (*notes, f"the loss is {loss_value}: gradients hold NaN/Inf")
-    norms = [w.stats.norm for p in pairs for w in p.weights if w.stats is not None and w.stats.norm is not None]
-    if request.loss_spec in ("sum", "mean") and norms and max(norms) < 1e-6:
+    noise = rounding_noise(pairs, loss_value)
+    if noise is not None:
         notes = (
             *notes,
-            f"every weight gradient is ~0 (largest norm {max(norms):.2g}): the {request.loss_spec} of a softmax "
-            "output is constant; use --loss unit:K or a Keras loss with --target",
+            f"every weight gradient is rounding noise (largest |g| {noise:.2g} for a loss of {loss_value:.4g}): "
+            f"the loss {spec} does not depend on the weights (the sum of softmax rows is always 1); use --loss "
+            "logprob:pred (what auto picks for probability outputs), unit:K or a Keras loss with --target",
         )
     return GradReport(
         model=info,
-        loss_spec=request.loss_spec,
+        loss_spec=spec,
         loss_value=loss_value,
         input_source=request.source,
         batch_size=int(next(iter(request.arrays.values())).shape[0]),
@@ -68,6 +71,19 @@ def grad_report(
         arrays=arrays,
         input_fingerprint=fingerprint(request.arrays),
     )
+
+
+# float32 rounding (2**-23) times a margin for the sums inside a backward pass.
+_NOISE = 64 * 2.0**-23
+
+
+def rounding_noise(pairs: tuple[PairReport, ...], loss_value: float) -> float | None:
+    """The largest |weight gradient| when every one is within float32 rounding of the loss's scale, else None."""
+    largest = [w.stats.abs_max for p in pairs for w in p.weights if w.stats is not None and w.stats.abs_max is not None]
+    if not largest or not np.isfinite(loss_value):
+        return None
+    top = max(largest)
+    return top if top <= _NOISE * max(1.0, abs(loss_value)) else None
 
 
 def output_entry(tg: TensorGradient, reason: str, arrays: dict, layer: str | None = None) -> OutputGradient:

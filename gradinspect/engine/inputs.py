@@ -187,16 +187,48 @@ def target_array(target: Any, samples: str | None, batch_size: int | None, batch
     """The --target array, cut by the same --samples/--batch-size as the inputs."""
     if target is None:
         return None
-    if isinstance(target, (str, Path)):
-        array = read_arrays(str(target), ["target"])["target"]
-        label = f"--target {target}"
-    else:
-        array = np.asarray(target)
-        label = "target"
+    label = f"--target {target}" if isinstance(target, (str, Path)) else "target"
+    return _cut(target, label, samples, batch_size, batch)
+
+
+def output_targets(
+    target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, batch_size: int | None, batch: int
+) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    """The outputs a loss is aimed at (``--model-output NAME[=FILE]``) and the target of each.
+
+    ``--target`` is one array for one aimed output, or an ``.npz`` (a dict from Python) keyed by
+    output name for several; ``NAME=FILE`` gives an output its own target file.
+    """
+    aimed = tuple(o.partition("=")[0] for o in outputs)
+    cut = {"samples": samples, "batch_size": batch_size, "batch": batch}
+    targets = {name: _cut(file, f"--model-output {name}={file}", **cut) for name, _, file in
+               (o.partition("=") for o in outputs) if file}  # fmt: skip
+    if target is None:
+        return aimed, targets
+    wanted = [n for n in (aimed or names) if n not in targets]
+    if isinstance(target, dict):
+        unknown = sorted(set(target) - set(names))
+        if unknown:
+            raise InputDataError(f"target: {', '.join(unknown)} are not outputs of the model ({', '.join(names)})")
+        targets.update({k: _cut(v, f"target {k}", **cut) for k, v in target.items()})
+    elif len(wanted) > 1 and str(target).lower().endswith(".npz"):
+        arrays = read_arrays(str(target), wanted)
+        targets.update({k: _cut(v, f"--target {target}:{k}", **cut) for k, v in arrays.items()})
+    elif len(wanted) == 1:
+        targets[wanted[0]] = _cut(target, f"--target {target}" if isinstance(target, (str, Path)) else "target", **cut)
+    elif wanted:
+        raise InputDataError(
+            f"--target {target}: one array for {len(wanted)} outputs ({', '.join(wanted)}); give an .npz keyed by "
+            "output name, or aim the loss with --model-output NAME"
+        )
+    return aimed, targets
+
+
+def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray:
+    """A target array (read if it is a file spec), cut by --samples/--batch-size like the inputs."""
+    array = read_arrays(str(target), ["target"])["target"] if isinstance(target, (str, Path)) else np.asarray(target)
     array = select({"target": array}, samples, batch_size)["target"]
     if array.shape[0] != batch:
-        from gradinspect.errors import InputDataError
-
         raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
     return array
 

@@ -20,7 +20,6 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.losses import outputs_used
 from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult, run_pass
 from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
@@ -74,9 +73,7 @@ def keras_gradients(request: GradientRequest) -> GradReport:
         PassRequest(
             subject,
             request.arrays,
-            request.loss_spec,
             request.loss,
-            request.target,
             len(pairs) if request.stages else 0,
             _stage_starter(request, pairs, by_layer) if request.stages else None,
             stage2_variables,
@@ -124,7 +121,7 @@ def _pair_reports(
 def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str], str]:
     """Why a layer has no gradient, from the saved graph: not on any path to the loss, or on a path
     through a non-differentiable op (or, without a config to read, either)."""
-    on_path = layers_feeding_outputs(request.loaded.artifact.config, outputs_used(request.loss_spec, n_outputs))
+    on_path = layers_feeding_outputs(request.loaded.artifact.config, request.loss.output_indices)
 
     def reason(path: str) -> str:
         if on_path is None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from gradinspect.engine.capture import flatten, recording
 from gradinspect.engine.entries import require_differentiable
+from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
 
@@ -43,9 +44,9 @@ class Subject(Protocol):
 
 @dataclass(frozen=True)
 class PassRequest:
-    """One pass: the subject, its inputs (by input name), the loss and, optionally, stage 2.
+    """One pass: the subject, its inputs (by input name), the objective and, optionally, stage 2.
 
-    ``loss`` takes the flat model outputs and ``target`` and returns a scalar tensor.
+    ``loss`` takes the flat model outputs and returns a scalar tensor (it holds its own targets).
     ``stages``, when given, is called inside the outer tape with the recorded tensors, outputs
     and one inner tape per stage-2 pair, and returns the live staged pairs (see
     :mod:`gradinspect.engine.stages`); ``stage2_variables`` names, per pair, the variables
@@ -54,9 +55,7 @@ class PassRequest:
 
     subject: Subject
     feeds: Mapping[str, np.ndarray]
-    loss_spec: str
-    loss: Callable[[list[Any], Any], Any]
-    target: np.ndarray | None = None
+    loss: Objective
     stage_pairs: int = 0
     stages: Callable[[Recorded, list[Any], list[Any]], list[Any]] | None = None
     stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = field(default=())
@@ -112,8 +111,8 @@ def run_pass(request: PassRequest) -> PassResult:
                 for _, _, v in variables:
                     tape.watch(v)
             outputs, recorded = request.subject.forward(feeds, [tape, *inner])
-            require_differentiable(outputs, request.loss_spec)
-            loss_value = request.loss(outputs, request.target)
+            require_differentiable([outputs[i] for i in request.loss.output_indices if i < len(outputs)])
+            loss_value = request.loss(outputs)
             staged = request.stages(recorded, outputs, inner) if request.stages else []
             close_inner()
             from gradinspect.engine.stages import finish

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from gradinspect.artifacts.loading import LoadedModel
+from gradinspect.engine.objective import Objective
 from gradinspect.engine.stages import StageSpec
 from gradinspect.report import InputSpec
 
@@ -18,8 +17,9 @@ class GradientRequest:
     """One gradient run: the model, its inputs (checked, by input name), the loss and what to report.
 
     ``pairs`` are (from, to) layer paths (or name scopes, for a SavedModel without layers; empty
-    means every variable). ``loss`` maps the flat model outputs and ``target`` to a scalar;
-    ``loss_spec`` names it. ``source`` and ``notes`` describe the inputs for the report.
+    means every variable). ``loss`` is the objective (its terms hold their targets); ``loss_spec``
+    is what was asked for, and ``target`` the one target stage-2 expressions may read.
+    ``source`` and ``notes`` describe the inputs for the report.
     """
 
     loaded: LoadedModel
@@ -27,7 +27,7 @@ class GradientRequest:
     specs: tuple[InputSpec, ...]
     pairs: tuple[tuple[str, str], ...]
     loss_spec: str
-    loss: Callable[[list[Any], Any], Any]
+    loss: Objective
     target: np.ndarray | None = None
     training: bool = False
     stages: StageSpec | None = None

@@ -11,6 +11,7 @@ import numpy as np
 from gradinspect.artifacts.live import dtype_name, savedmodel_variables, shape_of
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.artifacts.savedmodel_static import split_scope
+from gradinspect.engine.capture import flatten
 from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
@@ -38,6 +39,12 @@ def savedmodel_signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec
     return key, fn, specs
 
 
+def signature_output_names(signature: tuple[str, Any, tuple[InputSpec, ...]]) -> list[str]:
+    """The signature's output names, in the order the pass sees them (sorted keys of its result)."""
+    outputs = signature[1].structured_outputs
+    return sorted(outputs) if isinstance(outputs, dict) else [f"output_{i}" for i in range(len(flatten(outputs)))]
+
+
 def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tuple[InputSpec, ...]]) -> GradReport:
     """A SavedModel without Keras structure: d loss / d each input and d loss / d each variable.
 
@@ -49,7 +56,7 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
     scoped = tuple((*split_scope(v.name), v) for v in savedmodel_variables(request.loaded.model))
     pairs = _checked_pairs(request.pairs, scoped, specs)
     subject = SignatureSubject(fn, scoped, label=f"the signature {key!r}")
-    result = run_pass(PassRequest(subject, request.arrays, request.loss_spec, request.loss, request.target))
+    result = run_pass(PassRequest(subject, request.arrays, request.loss))
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays: dict[str, np.ndarray] = {}
     outs = tuple(
