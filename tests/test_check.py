@@ -187,7 +187,8 @@ def test_verify_passes_on_standard_layers():
         "verify", SAMPLES / "cnn.keras", "--layer", "conv1", "--loss", "unit:1", "--entries", "5", "-f", "json"
     )
     assert cnn.exit_code == 0
-    assert [e["checked"] for e in json.loads(cnn.stdout)["entries"]] == [5, 5, 4]  # output, kernel, bias (4 entries)
+    # output, input, kernel, bias (4 entries)
+    assert [e["checked"] for e in json.loads(cnn.stdout)["entries"]] == [5, 5, 5, 4]
 
 
 def test_verify_fails_on_a_wrong_custom_gradient(bad_gradient_model):
@@ -198,7 +199,7 @@ def test_verify_fails_on_a_wrong_custom_gradient(bad_gradient_model):
     assert entries["output/bad"]["passed"]  # d loss / d output does not use the custom gradient
     assert not entries["weight/bad/w"]["passed"]
     assert entries["weight/bad/w"]["max_rel_error"] == pytest.approx(0.5, rel=1e-6)  # 2x: |2g - g| / |2g|
-    assert _last_stderr_line(result) == "2 gradients checked against finite differences, 1 failed"
+    assert _last_stderr_line(result) == "3 gradients checked against finite differences, 1 failed"
     # the layer before it gets its gradient through the custom one, which is right for x
     upstream = run_cli("verify", d / "bad.keras", "--layer", "d1", "--custom-objects", d / "bad_layer.py")
     assert upstream.exit_code == 0

@@ -146,6 +146,10 @@ def variable_name(var: Any, layer: Any) -> str:
         rest = parts[len(parts) - 1 - parts[::-1].index(layer.name) + 1 :]
         if rest:
             return "/".join(rest)
+    if getattr(layer, "layers", None):
+        # A nested model's variables (tf.keras names them `i1/kernel:0`): keep the inner layer's name,
+        # or every inner Dense would report a `kernel`.
+        return "/".join(parts)
     return parts[-1]
 
 

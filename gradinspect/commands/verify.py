@@ -7,7 +7,6 @@ and the weights cast, and both the tape gradient and the differences are compute
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,11 +17,9 @@ from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, ou
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.commands.grad import objective_for
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.capture import flatten
+from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.inputs import prepare_inputs
 from gradinspect.engine.losses import check_loss_spec
-from gradinspect.engine.objective import Objective
-from gradinspect.engine.passes import KerasSubject, PassRequest, run_pass
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport
@@ -112,126 +109,33 @@ def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -
     objective = objective_for(loaded, output_names(loaded.model), data, batch)
     copy = float64_copy(loaded)
     feeds = {k: _as_float64(v) for k, v in arrays.items()}
-    diffs = _Differences(copy, [s.name for s in specs], feeds, objective, opts)
-    entries = diffs.check(layer, find_layer(copy, layer), np.random.default_rng(data.seed))
+    settings = Settings(opts.entries, opts.eps, opts.tol, np.random.default_rng(data.seed), opts.progress)
+    differences = LayerDifferences(copy, [s.name for s in specs], feeds, objective, settings)
+    entries = tuple(differences.check(layer, find_layer(copy, layer), variable_name))
     info = live_layers(loaded).model
-    return VerifyReport(info, layer, objective.description, source, int(batch), opts.eps, opts.tol, tuple(entries))
+    return VerifyReport(
+        info, layer, objective.description, source, int(batch), opts.eps, opts.tol, entries, verdict(layer, entries)
+    )
+
+
+def verdict(layer: str, entries: tuple[VerifyEntry, ...]) -> str | None:
+    """Which layer a disagreement points at: this one when d loss / d its output agrees but d loss / d
+    its input or weights does not (its own backward function is wrong); a later one when d loss / d
+    its output already disagrees."""
+    failed = {e.target.split("/", 1)[0] for e in entries if not e.passed}
+    if not failed:
+        return None
+    if "output" in failed:
+        return (
+            f"d loss / d the output of {layer!r} already disagrees with finite differences: the wrong gradient "
+            "comes from a layer after it; verify those"
+        )
+    what = " and ".join(k for k in ("input", "weight") if k in failed)
+    return (
+        f"layer {layer!r}'s own backward function is wrong: d loss / d its {what} disagrees with finite "
+        "differences while d loss / d its output agrees"
+    )
 
 
 def _as_float64(a: np.ndarray | None) -> np.ndarray | None:
     return a.astype(np.float64) if a is not None and a.dtype.kind == "f" else a
-
-
-class _Differences:
-    """The float64 copy, its inputs and loss: tape gradients from one pass, and central differences."""
-
-    def __init__(self, copy: Any, names: list[str], feeds: dict, objective: Objective, opts: VerifyOptions):
-        self.copy, self.names, self.feeds, self.loss, self.opts = copy, names, feeds, objective, opts
-        self.done = 0
-        self.total = 0
-
-    def check(self, path: str, layer: Any, rng: np.random.Generator) -> list[VerifyEntry]:
-        subject = KerasSubject(self.copy, {path: layer}, (path,), (path,), tuple(self.names), False, variable_name)
-        result = run_pass(PassRequest(subject, self.feeds, self.loss))
-        if not result.recorded[path]:
-            raise GradientError(f"layer {path!r} was not called in the forward pass")
-        out = result.tensors[0]
-        out_grad = np.zeros(tuple(out.tensor.shape)) if out.grad is None else out.grad
-        plan = [_indices(out_grad.shape, self.opts.entries, rng)]
-        plan += [_indices(tuple(vg.variable.shape), self.opts.entries, rng) for vg in result.variables]
-        self.total = sum(len(p) for p in plan)
-        tol = self.opts.tol
-        entries = [_entry(f"output/{path}", out_grad, self._output_differences(layer, out_grad.shape, plan[0]), tol)]
-        for vg, indices in zip(result.variables, plan[1:]):
-            tape = np.zeros(tuple(vg.variable.shape)) if vg.grad is None else vg.grad
-            differences = self._variable_differences(vg.variable, indices)
-            entries.append(_entry(f"weight/{path}/{vg.name}", tape, differences, tol))
-        return entries
-
-    def _loss(self) -> float:
-        feed = self.feeds[self.names[0]] if len(self.names) == 1 else self.feeds
-        y = self.copy(feed, training=False)
-        return float(self.loss(flatten(y)).numpy())
-
-    def _central(self, apply: Callable[[float], None]) -> float:
-        """(f(+eps) - f(-eps)) / 2eps, with ``apply(step)`` moving the perturbed value by ``step``."""
-        apply(self.opts.eps)
-        plus = self._loss()
-        apply(-self.opts.eps)
-        minus = self._loss()
-        self.done += 1
-        if self.opts.progress is not None:
-            self.opts.progress(self.done, self.total)
-        return (plus - minus) / (2 * self.opts.eps)
-
-    def _output_differences(self, layer: Any, shape: tuple, indices: list[tuple]) -> dict[tuple, float]:
-        """d loss / d the layer's first output, by adding a step to it through a shadowed ``call``."""
-        import tensorflow as tf
-
-        delta: dict[str, Any] = {"value": None}
-        original = layer.call
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            if delta["value"] is None:
-                return out
-            if isinstance(out, (list, tuple)):
-                return type(out)([out[0] + delta["value"], *out[1:]])
-            return out + delta["value"]
-
-        def step_at(idx: tuple) -> Callable[[float], None]:
-            def apply(step: float) -> None:
-                change = np.zeros(shape, dtype=np.float64)
-                change[idx] = step
-                delta["value"] = tf.constant(change)
-
-            return apply
-
-        object.__setattr__(layer, "call", call)
-        try:
-            return {idx: self._central(step_at(idx)) for idx in indices}
-        finally:
-            with contextlib.suppress(AttributeError):
-                object.__delattr__(layer, "call")
-
-    def _variable_differences(self, var: Any, indices: list[tuple]) -> dict[tuple, float]:
-        base = var.numpy().copy()
-
-        def step_at(idx: tuple) -> Callable[[float], None]:
-            def apply(step: float) -> None:
-                changed = base.copy()
-                changed[idx] += step
-                var.assign(changed)
-
-            return apply
-
-        try:
-            return {idx: self._central(step_at(idx)) for idx in indices}
-        finally:
-            var.assign(base)
-
-
-def _indices(shape: tuple, k: int, rng: np.random.Generator) -> list[tuple]:
-    size = int(np.prod(shape)) if shape else 1
-    flat = np.arange(size) if size <= k else np.sort(rng.choice(size, size=k, replace=False))
-    return [tuple(int(i) for i in np.unravel_index(f, shape)) for f in flat]
-
-
-def _entry(target: str, tape_grad: np.ndarray, fd: dict[tuple, float], tol: float) -> VerifyEntry:
-    abs_errors, rel_errors, mixed = [], [], []
-    for idx, value in fd.items():
-        t = float(tape_grad[idx])
-        err = abs(t - value)
-        abs_errors.append(err)
-        rel_errors.append(err / max(abs(value), abs(t), 1e-300) if err else 0.0)
-        mixed.append(err / max(1.0, abs(value)))
-    worst = max(mixed) if mixed else 0.0
-    return VerifyEntry(
-        target,
-        tuple(tape_grad.shape),
-        len(fd),
-        max(abs_errors) if abs_errors else 0.0,
-        max(rel_errors) if rel_errors else 0.0,
-        worst,
-        worst <= tol,
-    )

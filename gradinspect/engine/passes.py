@@ -25,6 +25,7 @@ from gradinspect.formatting import first_line
 
 # Recorded outputs: layer (or input) name -> one list of tensors per call.
 Recorded = dict[str, list[list[Any]]]
+INPUT_PREFIX = "input:"
 
 
 class Subject(Protocol):
@@ -183,6 +184,8 @@ class KerasSubject:
     variable_name: Callable[[Any, Any], str] = field(default=lambda v, layer: v.name, compare=False)
     label: str = "the forward pass"
     watch_variables: bool = False
+    # Also record each call's input, under INPUT_PREFIX + path (verify checks d loss / d a layer's input).
+    record_inputs: bool = False
 
     def variables(self) -> list[tuple[str, str, Any]]:
         return [
@@ -195,11 +198,14 @@ class KerasSubject:
         inputs = {p for p in self.record if type(self.layers[p]).__name__ == "InputLayer"}
         called = {p: self.layers[p] for p in self.record if p not in inputs}
         feed = feeds[self.input_names[0]] if len(self.input_names) == 1 else feeds
-        with recording(called, tapes) as calls:
+        given: Recorded | None = {} if self.record_inputs else None
+        with recording(called, tapes, given) as calls:
             y = self.model(feed, training=self.training)
         for p in inputs:
             calls[p] = [[feeds.get(self.layers[p].name, feeds[self.input_names[0]])]]
-        return flatten(y), {p: calls[p] for p in self.record}
+        recorded = {p: calls[p] for p in self.record}
+        recorded.update({INPUT_PREFIX + p: calls for p, calls in (given or {}).items()})
+        return flatten(y), recorded
 
 
 @dataclass(frozen=True)

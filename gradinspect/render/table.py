@@ -306,6 +306,9 @@ def _check(console: Console, report) -> None:
     console.print(Text.assemble(status, f"  {report.summary()}"))
 
 
+_STATUS_STYLE = {"ok": "green", "FAIL": "bold red", "kink": "yellow", "unresolved": "yellow"}
+
+
 def _verify(console: Console, report) -> None:
     console.print(
         Text.assemble(
@@ -320,7 +323,6 @@ def _verify(console: Console, report) -> None:
     for col in ("Checked", "Max abs error", "Max rel error", "Error", "Status"):
         table.add_column(col, justify="right")
     for e in report.entries:
-        status = Text("ok", style="green") if e.passed else Text("FAIL", style="bold red")
         table.add_row(
             Text(e.target),
             Text(shape(e.shape)),
@@ -328,8 +330,27 @@ def _verify(console: Console, report) -> None:
             f"{e.max_abs_error:.3g}",
             f"{e.max_rel_error:.3g}",
             _num(e.max_error, not e.passed),
-            status,
+            Text(e.status, style=_STATUS_STYLE.get(e.status, "")),
         )
     console.print(table)
+    details = [(e.target, d) for e in report.entries for d in e.details]
+    if details:
+        console.print(_details_table(details))
+    if report.verdict:
+        console.print(Text(report.verdict, style="bold red"))
     status = Text("PASS", style="bold green") if report.passed else Text("FAIL", style="bold red")
     console.print(Text.assemble(status, f"  {report.summary()}"))
+
+
+def _details_table(details: list) -> Table:
+    """Each entry off the central difference: a failure, or a kink (the one-sided differences disagree)."""
+    table = Table(title="Entries off the central difference", title_justify="left")
+    for col in ("Gradient", "Index", "Kind"):
+        table.add_column(col)
+    for col in ("Tape", "Central", "Forward", "Backward"):
+        table.add_column(col, justify="right")
+    for target, d in details:
+        kind = Text(d.kind, style=_STATUS_STYLE.get(d.kind, ""))
+        values = (number(v) for v in (d.tape, d.central, d.forward, d.backward))
+        table.add_row(Text(target), Text(str(d.index)), kind, *values)
+    return table

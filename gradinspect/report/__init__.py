@@ -1,0 +1,52 @@
+"""Every result type, in one place: frozen, typed dataclasses that know nothing about display.
+
+Each class declares its JSON as a ``JSON`` layout; :mod:`gradinspect.jsonform` derives the JSON
+from it. Grouped by command (``listing``, ``gradients``, ``checks``) and all importable from here.
+"""
+
+from __future__ import annotations
+
+from gradinspect.report.checks import CheckReport, EntryDetail, RuleResult, Rules, VerifyEntry, VerifyReport
+from gradinspect.report.gradients import (
+    GradReport,
+    OutputGradient,
+    PairReport,
+    Stage2Report,
+    Stage2Weight,
+    TensorStats,
+    WeightGradient,
+)
+from gradinspect.report.listing import (
+    InputSpec,
+    LayerRow,
+    LayersReport,
+    ModelInfo,
+    OutputShape,
+    Shape,
+    Signature,
+    VariableInfo,
+)
+
+__all__ = [
+    "CheckReport",
+    "EntryDetail",
+    "GradReport",
+    "InputSpec",
+    "LayerRow",
+    "LayersReport",
+    "ModelInfo",
+    "OutputGradient",
+    "OutputShape",
+    "PairReport",
+    "RuleResult",
+    "Rules",
+    "Shape",
+    "Signature",
+    "Stage2Report",
+    "Stage2Weight",
+    "TensorStats",
+    "VariableInfo",
+    "VerifyEntry",
+    "VerifyReport",
+    "WeightGradient",
+]

@@ -1,0 +1,159 @@
+"""Results of a gradient run: statistics, output and weight gradients, stage 2, pairs, the grad report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from gradinspect.jsonform import JsonMixin, Layout
+from gradinspect.report.listing import ModelInfo, Shape
+
+
+@dataclass(frozen=True)
+class TensorStats(JsonMixin):
+    """Statistics of one array. Every value but ``nonfinite`` is over the finite entries only;
+    ``None`` when there are none. ``norm`` is the L2 norm (Frobenius for matrices)."""
+
+    JSON: ClassVar[Layout] = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
+
+    size: int
+    norm: float | None
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    abs_mean: float | None
+    abs_max: float | None
+    zero_fraction: float | None
+    nonfinite: int
+
+
+@dataclass(frozen=True)
+class OutputGradient(JsonMixin):
+    """d loss / d one output tensor of one call of a layer. ``stats`` is None when there is no
+    gradient, and ``missing`` then says why."""
+
+    JSON: ClassVar[Layout] = ("layer", "call", "tensor", "shape", "stats", "missing")
+
+    layer: str
+    call: int
+    tensor: int
+    shape: Shape
+    stats: TensorStats | None
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for further calls, ``.<j>`` for further tensors."""
+        key = f"output/{self.layer}"
+        if self.call:
+            key += f"#{self.call}"
+        if self.tensor:
+            key += f".{self.tensor}"
+        return key
+
+
+@dataclass(frozen=True)
+class WeightGradient(JsonMixin):
+    """d loss / d one trainable variable of a layer; ``variable`` is its path inside the layer."""
+
+    JSON: ClassVar[Layout] = ("layer", "variable", "shape", "stats", "weight_norm", "ratio", "missing")
+
+    layer: str
+    variable: str
+    shape: Shape
+    stats: TensorStats | None
+    weight_norm: float
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"weight/{self.layer}/{self.variable}"
+
+    @property
+    def ratio(self) -> float | None:
+        if self.stats is None or self.stats.norm is None or not self.weight_norm:
+            return None
+        return self.stats.norm / self.weight_norm
+
+
+@dataclass(frozen=True)
+class Stage2Weight(JsonMixin):
+    """d stage2 / d one variable, compared with the same variable's plain gradient (d loss / d var)."""
+
+    JSON: ClassVar[Layout] = ("layer", "variable", "shape", "stats", "plain_norm", "cosine", "norm_ratio", "missing")
+
+    layer: str
+    variable: str
+    shape: Shape
+    stats: TensorStats | None
+    plain_norm: float | None
+    cosine: float | None
+    norm_ratio: float | None
+    missing: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"stage2/weight/{self.layer}/{self.variable}"
+
+
+@dataclass(frozen=True)
+class Stage2Report(JsonMixin):
+    """A gradient-conditioned second-stage loss: g = d stage1 / d act feeds stage2.
+
+    ``through`` says whether g was differentiated through (double backprop) or held constant.
+    """
+
+    JSON: ClassVar[Layout] = (
+        ("stage1", (("expr", "stage1_expr"), ("value", "stage1_value"), "grad_shape", "grad_stats")),
+        "expr",
+        "through",
+        "value",
+        "weights",
+    )
+
+    stage1_expr: str
+    stage1_value: float
+    grad_shape: Shape
+    grad_stats: TensorStats | None
+    expr: str
+    through: bool
+    value: float
+    weights: tuple[Stage2Weight, ...]
+
+
+@dataclass(frozen=True)
+class PairReport(JsonMixin):
+    """The gradients for one ``--from A --to B`` pair: outputs and weights of both layers."""
+
+    JSON: ClassVar[Layout] = (("from", "from_layer"), ("to", "to_layer"), "outputs", "weights", "stage2?")
+
+    from_layer: str
+    to_layer: str
+    outputs: tuple[OutputGradient, ...]
+    weights: tuple[WeightGradient, ...]
+    stage2: Stage2Report | None = None
+
+
+@dataclass(frozen=True)
+class GradReport(JsonMixin):
+    """What ``gradinspect grad`` shows. ``arrays`` holds the raw gradients by ``--save-npz`` key."""
+
+    JSON: ClassVar[Layout] = (
+        "model",
+        ("loss", (("spec", "loss_spec"), ("value", "loss_value"))),
+        ("inputs", (("source", "input_source"), "batch_size", "training", ("fingerprint", "input_fingerprint"))),
+        "pairs",
+        "notes",
+    )
+
+    model: ModelInfo
+    loss_spec: str
+    loss_value: float
+    input_source: str
+    batch_size: int
+    training: bool
+    pairs: tuple[PairReport, ...]
+    notes: tuple[str, ...] = ()
+    arrays: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    input_fingerprint: str | None = None
