@@ -6,6 +6,7 @@ renderer format the same value the same way.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MISSING = "—"
@@ -32,8 +33,43 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
+# Lines of a Keras/TensorFlow error that only head the reason given further down.
+_HEADINGS = re.compile(
+    r"(exception encountered when calling|example error message for object|a total of \d+ objects "
+    r"could not be loaded|call arguments received by layer|traceback \(most recent call last\)|^file \")",
+    re.IGNORECASE,
+)
+_LAYER = re.compile(r"calling layer ['\"]?([^'\"]+)['\"]? \(type (\w+)\)")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The informative line of an exception: its first non-empty line (or its type), at most ``limit`` characters."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    """The informative line of an exception, at most ``limit`` characters.
+
+    Keras and TensorFlow errors span several lines whose first is often a heading ("Exception
+    encountered when calling layer 'x' (type Embedding).", "A total of 16 objects could not be
+    loaded. Example error message for object <Dense ...>:"); the reason ("was never built",
+    "expected 2 variables", a shape or dtype mismatch) comes later. Headings, argument listings and
+    config dumps are skipped; the layer a heading names is kept as context.
+    """
+    lines = []
+    for line in str(exc).strip().splitlines():
+        if line.strip().lower().startswith(("call arguments received", "arguments received")):
+            break  # what follows lists the arguments, not the reason
+        line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line.strip())
+        line = re.split(r"\s*(?:Full object config|Config|Received config)\s*[:=]\s*\{", line)[0].strip()
+        if line:
+            lines.append(line)
+    if not lines:
+        return type(exc).__name__
+    reason = next((line for line in lines if not _HEADINGS.search(line) and not _is_dump(line)), lines[0])
+    layer = _LAYER.search(lines[0])
+    if layer and reason is not lines[0] and layer.group(1) not in reason:
+        reason = f"layer {layer.group(1)!r} ({layer.group(2)}): {reason}"
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
+def _is_dump(line: str) -> bool:
+    """A serialized config or argument listing rather than a sentence."""
+    return line.startswith(("{", "[", "config=", "Received:", "Arguments received", "*", "\u2022")) or (
+        line.count("'") > 20 and ":" in line and "{" in line
+    )

@@ -65,7 +65,7 @@ def test_baseline_against_itself_and_scaled_weights(keras, tmp_path):
     wrote = run_cli("check", SAMPLES / "mlp.keras", "--write-baseline", base)
     assert wrote.exit_code == 0
     data = json.loads(base.read_text())
-    assert data["gradinspect_baseline"] == 1 and data["inputs"]["fingerprint"].startswith("sha256:")
+    assert data["gradinspect_baseline"] == 2 and data["inputs"]["fingerprint"].startswith("sha256:")
     assert set(data["norms"]) == {f"weight/dense_{i}/{v}" for i in (1, 2, 3) for v in ("kernel", "bias")}
     same = run_cli("check", SAMPLES / "mlp.keras", "--baseline", base)
     assert same.exit_code == 0, same.stdout

@@ -41,6 +41,9 @@ OP_EXTRA = {
     "NoOp", "_Arg", "_Retval", "_DeviceArg", "_DeviceRetval", "Const", "Placeholder",
     "PlaceholderWithDefault", "Identity", "IdentityN", "VarHandleOp", "ReadVariableOp",
     "PartitionedCall", "StatefulPartitionedCall",
+    # Reading the next element of an iterator passed in (Keras's saved adapt_step does): the
+    # datasets that could read files are separate ops, and none of them is on the list.
+    "IteratorGetNext", "IteratorGetNextSync", "IteratorGetNextAsOptional", "OptionalGetValue", "OptionalHasValue",
 }  # fmt: skip
 
 

@@ -50,6 +50,7 @@ class Artifact:
     training_config: dict[str, Any] | None = None
     local: Path | None = None
     snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
+    note: str | None = None
 
     @property
     def source(self) -> Path:
@@ -81,15 +82,23 @@ def _identify(p: Path, local: Path) -> Artifact:
         head = fh.read(8)
     if not head:
         raise ModelFileError(f"{p}: the file is empty (0 bytes); {_EXPECTED}")
-    if p.suffix.lower() == ".keras":
-        if not head.startswith(_ZIP_MAGIC):
-            raise ModelFileError(f"{p}: not a valid .keras file (a .keras file is a zip archive; this one is not)")
-        return _read_keras_zip(p, local)
-    if not head.startswith(_HDF5_MAGIC):
+    # By content, not by name: tf.keras 2.11 wrote HDF5 under a .keras name.
+    if head.startswith(_ZIP_MAGIC):
+        artifact = _read_keras_zip(p, local)
+    elif head.startswith(_HDF5_MAGIC):
+        artifact = _read_h5(p, local)
+    elif p.suffix.lower() == ".keras":
+        raise ModelFileError(f"{p}: not a valid .keras file (a .keras file is a zip archive; this one is not)")
+    else:
         raise ModelFileError(
             f"{p}: not an HDF5 file; a legacy Keras model saved with model.save('model.h5') was expected"
         )
-    return _read_h5(p, local)
+    named = ".keras" if p.suffix.lower() == ".keras" else ".h5"
+    found = ".keras" if artifact.format is ModelFormat.KERAS else ".h5"
+    if named != found:
+        what = "a Keras 3 .keras zip archive" if found == ".keras" else "an HDF5 (legacy .h5) model"
+        artifact = replace(artifact, note=f"{p.name} is {what} despite its name; read as {found}")
+    return artifact
 
 
 def _read_keras_zip(p: Path, local: Path) -> Artifact:

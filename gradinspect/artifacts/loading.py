@@ -62,6 +62,9 @@ def open_artifact(
     """
     limit = limits.max_memory()
     artifact = read_artifact(path, limit)
+    if custom_objects is not None:
+        # The user's file may import TensorFlow: import it first, with its start-up logging held back.
+        quiet_tensorflow("keras")
     objects = load_custom_objects(custom_objects)
     ensure_safe(artifact, registered_names(objects), unsafe)
     variable_bytes = 0
@@ -111,8 +114,10 @@ def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> 
 
 
 def _load(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
+    if artifact.format is ModelFormat.KERAS and (artifact.keras_version or "").startswith("2"):
+        return _tf_keras_dot_keras(artifact, objects)
     if artifact.format is ModelFormat.KERAS:
-        # tf_keras never sees a .keras file: it loads Keras 3 subclassed models with random
+        # tf_keras never sees a Keras 3 .keras file: it loads Keras 3 subclassed models with random
         # weights, silently.
         try:
             return LoadedModel(_keras3(artifact, objects, unsafe), artifact, "keras")
@@ -134,6 +139,25 @@ def _load(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedMo
     except Exception as exc:
         raise ModelLoadError(f"{artifact.path}: TensorFlow could not load the SavedModel: {first_line(exc)}") from exc
     return LoadedModel(obj, artifact, "tf.saved_model")
+
+
+def _tf_keras_dot_keras(artifact: Artifact, objects: dict[str, Any]) -> LoadedModel:
+    """A .keras file written by tf.keras 2.13+ (``keras_version`` 2.x): Keras 3 cannot import its
+    ``keras.src.engine`` modules; tf_keras, its own loader, reads it."""
+    version = artifact.keras_version
+    try:
+        model = _tf_keras(artifact, objects)
+    except Exception as exc:
+        reason = first_line(exc)
+        if "variables, but received 0" in reason:
+            reason += (
+                " (tf.keras 2.13-2.15 built MultiHeadAttention's sublayers lazily, so their weights cannot be "
+                "restored from this file; re-save the model as .h5 or as a SavedModel)"
+            )
+        raise ModelLoadError(
+            f"{artifact.path}: tf_keras could not load this tf.keras {version} .keras file: {reason}"
+        ) from exc
+    return LoadedModel(model, artifact, "tf_keras", note=f"saved by tf.keras {version}: loaded with tf_keras")
 
 
 def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
@@ -185,7 +209,9 @@ def _input_shape_mismatch(artifact: Artifact, model: Any) -> str | None:
         actual = [tuple(t.shape) for t in model.inputs]
     except Exception:
         return None
-    if declared and all(s is not None for s in declared) and declared != actual:
+    # Keras 3 may order a multi-input model's inputs differently from the config: compare the
+    # shapes regardless of order (what is looked for is an extra dimension).
+    if declared and all(s is not None for s in declared) and sorted(map(repr, declared)) != sorted(map(repr, actual)):
         return f"input shape {actual} differs from the saved {declared}"
     return None
 
@@ -219,8 +245,9 @@ def quiet_tensorflow(*modules: str) -> None:
     wanted = ("tensorflow", *modules)
     if all(m in sys.modules for m in wanted):
         return
+    # Only logging is changed: TF_ENABLE_ONEDNN_OPTS (which picks CPU kernels, and so rounding) is
+    # left as the user has it; its notice is among the lines captured below.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with _fd2_captured():

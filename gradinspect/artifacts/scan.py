@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from gradinspect.artifacts.formats import Artifact
 
 _CONSTANT = "_CONSTANT_VALUE"
+# Where a config keeps what compile() was given: never deserialized when gradinspect loads a model.
+_COMPILE_KEYS = frozenset({"compile_config", "training_config"})
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,9 @@ class _Scanner:
         elif node.get("function_type") == "lambda" or "function" in node and node.get("function_type") == "raw":
             self.out.append(Finding(layer, "holds serialized Python code (a Lambda function)"))
         for key, value in node.items():
-            if key not in ("registered_name", "module", "class_name"):
+            if key in _COMPILE_KEYS:
+                _Scanner(self.registered, self.names, self.out, code_only=True).scan(value, f"{layer} ({key})")
+            elif key not in ("registered_name", "module", "class_name"):
                 self.scan(value, layer)
 
     def _reason(self, node: dict[str, Any], class_name: str, inner: Any) -> str | None:
@@ -117,6 +121,10 @@ class _Scanner:
             )
         if class_name == "__lambda__":
             return "holds a serialized Python lambda, which would run while loading"
+        if self.code_only:
+            # Compile-time objects (losses, metrics, optimizers) are never deserialized: models load
+            # with compile=False. A name there is data; only serialized code is refused.
+            return None
         registered_name = node.get("registered_name")
         if class_name in self.registered or (isinstance(registered_name, str) and registered_name in self.registered):
             return None
@@ -128,8 +136,6 @@ class _Scanner:
             reason = _module_reason(node.get("module"), class_name, inner)
             if reason:
                 return reason
-        if self.code_only:
-            return None
         if class_name in allowlists.OP_LAYERS:
             return _op_layer_reason(class_name, inner) or self._constants_reason(node.get("inbound_nodes"))
         if class_name == "function":

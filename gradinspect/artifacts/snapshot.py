@@ -24,6 +24,7 @@ from gradinspect.artifacts import limits
 from gradinspect.errors import ModelFileError
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # The members Keras 3 reads from a .keras archive; anything else is left behind.
 _KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5", "model.weights.npz")
 # fingerprint.pb is only an identity check; a corrupt one makes TensorFlow print a traceback.
@@ -46,24 +47,29 @@ def snapshot(path: Path, max_bytes: int) -> Snapshot:
         if path.is_dir() and not path.is_symlink():
             _copy_tree(path, local, max_bytes)
         else:
-            _copy_file(path, local, max_bytes)
+            local = _copy_file(path, local, max_bytes)
     except BaseException:
         workspace.cleanup()
         raise
     return Snapshot(local, workspace)
 
 
-def _copy_file(src: Path, dst: Path, max_bytes: int) -> None:
+def _copy_file(src: Path, dst: Path, max_bytes: int) -> Path:
+    """Copy ``src``; the copy is named by what its bytes are (a zip is ``.keras``, HDF5 ``.h5``),
+    since the loaders go by the name. Returns the copy's path."""
     fd = limits.open_regular(src, str(src))
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         limits.ensure_within(size, max_bytes, f"{src}: the file")
-        head = fh.read(4)
+        head = fh.read(8)
         fh.seek(0)
-        if src.suffix.lower() == ".keras" and head == _ZIP_MAGIC:
+        if head.startswith(_ZIP_MAGIC):
+            dst = dst.with_suffix(".keras")
             _rewrite_keras(fh, src, dst, max_bytes)
         else:
+            dst = dst.with_suffix(".h5") if head.startswith(_HDF5_MAGIC) else dst
             _copy_stream(fh, dst, max_bytes, src)
+    return dst
 
 
 def _copy_stream(fh: Any, dst: Path, max_bytes: int, src: Path) -> None:

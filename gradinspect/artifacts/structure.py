@@ -148,7 +148,7 @@ class _Walker:
         recorded: dict[tuple[str, int, int], tuple] = {}
         for layer in layers:
             for node in layer.get("inbound_nodes") or []:
-                for name, node_i, tensor_i, shape in _node_inputs(node):
+                for name, node_i, tensor_i, shape in node_inputs(node):
                     if shape is not None:
                         recorded[(name, node_i, tensor_i)] = shape
         computed: dict[tuple[str, int, int], tuple | None] = {}
@@ -162,7 +162,7 @@ class _Walker:
             nodes = layer.get("inbound_nodes") or []
             first_out: Any = computed.get((lname, 0, 0)) if layer.get("class_name") == "InputLayer" else None
             for k, node in enumerate(nodes):
-                ins = [_lookup(recorded, computed, n, ni, ti) for n, ni, ti, _ in _node_inputs(node)]
+                ins = [_lookup(recorded, computed, n, ni, ti) for n, ni, ti, _ in node_inputs(node)]
                 rec = recorded.get((lname, k, 0))
                 if k == 0:
                     out = self._layer(layer, place, ins, rec)
@@ -268,7 +268,7 @@ def _tensor_refs(spec: Any) -> list[tuple[str, int, int]]:
     return refs
 
 
-def _node_inputs(node: Any) -> list[tuple[str, int, int, tuple | None]]:
+def node_inputs(node: Any) -> list[tuple[str, int, int, tuple | None]]:
     """The tensors one call consumes: (layer, node, tensor, recorded shape or None)."""
     found: list[tuple[str, int, int, tuple | None]] = []
     if isinstance(node, dict) and "args" in node:  # Keras 3
@@ -314,7 +314,7 @@ def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | N
     chosen = [refs[i] for i in (outputs if outputs is not None else range(len(refs))) if i < len(refs)]
     parents: dict[str, set[str]] = {}
     for layer, name in zip(layers, names):
-        parents[name] = {n for node in layer.get("inbound_nodes") or [] for n, *_ in _node_inputs(node)}
+        parents[name] = {n for node in layer.get("inbound_nodes") or [] for n, *_ in node_inputs(node)}
     seen: set[str] = set()
     stack = [name for name, _, _ in chosen]
     while stack:
@@ -324,3 +324,14 @@ def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | N
         seen.add(name)
         stack.extend(parents.get(name, ()))
     return seen
+
+
+def declared_input_shapes(artifact: Artifact) -> list[tuple | None]:
+    """The input shapes (batch included) a model's config declares, in config order; [] when unknown."""
+    if not has_layer_structure(artifact.config):
+        return []
+    try:
+        _, inputs = _Walker(WeightShapes(None, artifact.format)).walk_model(artifact.config, _Place())
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return []
+    return [spec.shape for spec in inputs]

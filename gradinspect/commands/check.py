@@ -11,7 +11,8 @@ from gradinspect.errors import BaselineError, UsageProblem
 from gradinspect.formatting import MISSING, number
 from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
 
-BASELINE_VERSION = 1
+# 2: the input fingerprint covers the data only (version 1 hashed input names too).
+BASELINE_VERSION = 2
 
 
 def _weights(grad: GradReport) -> dict[str, Any]:
@@ -134,6 +135,11 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
         or data.get("gradinspect_baseline") != BASELINE_VERSION
         or not isinstance(data.get("norms"), dict)
     ):
+        if isinstance(data, dict) and isinstance(data.get("gradinspect_baseline"), int):
+            raise BaselineError(
+                f"--baseline {p}: written by an older gradinspect (baseline version {data['gradinspect_baseline']}, "
+                f"this one reads {BASELINE_VERSION}); write it again with --write-baseline"
+            )
         raise BaselineError(f"--baseline {p}: not a gradinspect baseline (version {BASELINE_VERSION} expected)")
     return data
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
+from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
+from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.inputs import output_targets, prepare_inputs
+from gradinspect.engine.inputs import RandomDraw, output_targets, prepare_inputs
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import check_loss_spec, compiled_losses
 from gradinspect.engine.objective import Objective, OutputChoice, build_objective
@@ -78,8 +80,9 @@ def inspect_gradients(
 def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:
     """The inputs read and checked against ``specs``, the objective over outputs ``names`` with its targets."""
     arrays, source, notes = prepare_inputs(
-        list(specs), data.inputs, data.random, data.seed, data.input_shape, data.samples, data.batch_size
+        list(specs), data.inputs, random_draw(loaded, specs, data), data.samples, data.batch_size
     )
+    notes = [n for n in (loaded.artifact.note, loaded.note) if n] + notes
     objective = objective_for(loaded, names, data, next(iter(arrays.values())).shape[0])
     targets = [t.target for t in objective.terms if t.target is not None]
     return GradientRequest(
@@ -94,6 +97,22 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         source=source,
         notes=tuple(notes),
     )
+
+
+def random_draw(loaded: LoadedModel, specs: tuple[InputSpec, ...] | list[InputSpec], data: DataOptions) -> RandomDraw:
+    """How --random draws for this model: token ids for inputs that feed an Embedding, and sample
+    shapes from the config where the model (a SavedModel signature) leaves dimensions unknown."""
+    names = [s.name for s in specs]
+    config = loaded.artifact.config
+    declared = declared_input_shapes(loaded.artifact)
+    if not all(s and None not in s[1:] for s in declared):
+        declared = built_input_shapes(loaded.artifact) or declared
+    shapes = (
+        {n: tuple(s[1:]) for n, s in zip(names, declared) if s and None not in s[1:]}
+        if len(declared) == len(names)
+        else {}
+    )
+    return RandomDraw(data.random, data.seed, data.input_shape, embedding_vocabularies(config, names), shapes)
 
 
 def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:

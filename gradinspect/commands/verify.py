@@ -15,7 +15,7 @@ import numpy as np
 
 from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names, variable_name
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
-from gradinspect.commands.grad import objective_for
+from gradinspect.commands.grad import objective_for, random_draw
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.inputs import prepare_inputs
@@ -103,7 +103,7 @@ def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -
     find_layer(loaded.model, layer)  # an unknown name fails before any work
     specs = model_inputs(loaded.model)
     arrays, source, _ = prepare_inputs(
-        specs, data.inputs, data.random, data.seed, data.input_shape, data.samples, data.batch_size
+        specs, data.inputs, random_draw(loaded, specs, data), data.samples, data.batch_size
     )
     batch = next(iter(arrays.values())).shape[0]
     objective = objective_for(loaded, output_names(loaded.model), data, batch)

@@ -86,16 +86,22 @@ def rounding_noise(pairs: tuple[PairReport, ...], loss_value: float) -> float | 
     return top if top <= _NOISE * max(1.0, abs(loss_value)) else None
 
 
-def output_entry(tg: TensorGradient, reason: str, arrays: dict, layer: str | None = None) -> OutputGradient:
-    """The entry for one recorded tensor (reported under ``layer``, default its name); its raw
-    gradient goes into ``arrays`` under its ``--save-npz`` key."""
-    layer = tg.name if layer is None else layer
+def output_entry(tg: TensorGradient, reason: str, arrays: dict, tensors: int = 1) -> OutputGradient:
+    """The entry for one recorded tensor (``tensors``: how many its call returned); its raw gradient
+    goes into ``arrays`` under its ``--save-npz`` key."""
     shape = tuple(int(d) for d in tg.tensor.shape)
     if tg.grad is None:
-        return OutputGradient(layer, tg.call, tg.index, shape, None, reason)
-    entry = OutputGradient(layer, tg.call, tg.index, shape, tensor_stats(tg.grad))
-    arrays[entry.key] = tg.grad
+        return OutputGradient(tg.name, tg.call, tg.index, shape, None, reason, tensors)
+    entry = OutputGradient(tg.name, tg.call, tg.index, shape, tensor_stats(tg.grad), None, tensors)
+    _store(arrays, entry.key, tg.grad)
     return entry
+
+
+def _store(arrays: dict, key: str, value: np.ndarray) -> None:
+    # Two gradients under one key would silently lose one: that is a bug, never a user error.
+    if key in arrays:
+        raise RuntimeError(f"two gradients have the --save-npz key {key!r}")
+    arrays[key] = value
 
 
 def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradient:
@@ -105,5 +111,5 @@ def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradi
     if vg.grad is None:
         return WeightGradient(vg.group, vg.name, tuple(w.shape), None, norm, reason)
     entry = WeightGradient(vg.group, vg.name, tuple(w.shape), tensor_stats(vg.grad), norm)
-    arrays[entry.key] = vg.grad
+    _store(arrays, entry.key, vg.grad)
     return entry

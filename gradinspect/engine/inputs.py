@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +19,66 @@ from gradinspect.report import InputSpec
 MAX_RANDOM_BYTES = 2 * 1024**3
 
 
-def random_arrays(
-    specs: list[InputSpec], n: int, seed: int, override: tuple[int, ...] | None = None
-) -> dict[str, np.ndarray]:
-    """``n`` samples per input from a seeded generator: standard normal floats, integers in [0, 10)."""
-    if n < 1:
-        raise InputDataError(f"--random {n}: need at least one sample")
-    rng = np.random.default_rng(seed)
-    shapes = {}
-    total = 0
-    for spec in specs:
-        dims: list = list(spec.shape[1:]) if spec.shape else [None]
-        if override is not None:
-            dims = list(override)
-        if any(d is None for d in dims):
-            raise InputDataError(
-                f"input {spec.name!r} has shape {shape_text(spec.shape, '(unknown)')} with unknown dimensions; "
-                "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
-            )
-        # A signature with a fixed first dimension (e.g. half_plus_two's x: (1,)) takes exactly that many.
-        batch = spec.shape[0] if spec.shape and spec.shape[0] is not None else n
-        shapes[spec.name] = (batch, *dims)
-        itemsize = np.dtype(_np_dtype(spec.dtype)).itemsize
-        total += math.prod(shapes[spec.name]) * itemsize
+@dataclass(frozen=True)
+class RandomDraw:
+    """How ``--random`` draws samples: ``n`` of them from ``seed``; ``input_shape`` for unknown
+    dimensions; ``ids`` gives, for inputs that feed an Embedding, the vocabulary size to draw token
+    ids below; ``shapes`` per-input sample shapes known from the file (when the signature has none)."""
+
+    n: int = 4
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+    ids: Mapping[str, int] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def random_arrays(specs: list[InputSpec], draw: RandomDraw) -> tuple[dict[str, np.ndarray], str]:
+    """Seeded samples for every input, and a description of what was drawn (for the header line).
+
+    Floats are standard normal; inputs that feed an Embedding get integer ids in [0, vocabulary)
+    (in the input's own dtype); other integers are in [0, 10); a fixed batch dimension is honoured.
+    """
+    if draw.n < 1:
+        raise InputDataError(f"--random {draw.n}: need at least one sample")
+    rng = np.random.default_rng(draw.seed)
+    shapes = {spec.name: _draw_shape(spec, draw) for spec in specs}
+    total = sum(math.prod(shapes[s.name]) * np.dtype(_np_dtype(s.dtype)).itemsize for s in specs)
     if total > MAX_RANDOM_BYTES:
         raise InputDataError(
-            f"--random {n}: would allocate {total / 1024**3:.1f} GiB of input data "
+            f"--random {draw.n}: would allocate {total / 1024**3:.1f} GiB of input data "
             f"(limit {MAX_RANDOM_BYTES / 1024**3:.0f} GiB); ask for fewer samples"
         )
-    out = {}
+    out, said = {}, [f"seed {draw.seed}"]
     for spec in specs:
-        dt = _np_dtype(spec.dtype)
-        if np.dtype(dt).kind in "iu":
-            out[spec.name] = rng.integers(0, 10, shapes[spec.name]).astype(dt)
+        dt, shape = _np_dtype(spec.dtype), shapes[spec.name]
+        if spec.name in draw.ids:
+            out[spec.name] = rng.integers(0, draw.ids[spec.name], shape).astype(dt)
+            said.append(f"token ids in [0, {draw.ids[spec.name]}) for {spec.name!r}")
+        elif np.dtype(dt).kind in "iu":
+            out[spec.name] = rng.integers(0, 10, shape).astype(dt)
         elif np.dtype(dt).kind == "b":
-            out[spec.name] = rng.integers(0, 2, shapes[spec.name]).astype(bool)
+            out[spec.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            out[spec.name] = rng.standard_normal(shapes[spec.name]).astype(dt)
-    return out
+            out[spec.name] = rng.standard_normal(shape).astype(dt)
+        if shape[0] != draw.n:
+            said.append(f"batch {shape[0]} fixed by {spec.name!r}")
+    return out, f"--random {draw.n} ({'; '.join(said)})"
+
+
+def _draw_shape(spec: InputSpec, draw: RandomDraw) -> tuple[int, ...]:
+    dims: list = list(spec.shape[1:]) if spec.shape else [None]
+    if draw.input_shape is not None:
+        dims = list(draw.input_shape)
+    elif any(d is None for d in dims) and spec.name in draw.shapes:
+        dims = list(draw.shapes[spec.name])
+    if any(d is None for d in dims):
+        raise InputDataError(
+            f"input {spec.name!r} has shape {shape_text(spec.shape, '(unknown)')} with unknown dimensions; "
+            "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
+        )
+    # A fixed first dimension (half_plus_two's x: (1,), a model saved with batch_shape [8, 50]) is kept.
+    batch = spec.shape[0] if spec.shape and spec.shape[0] is not None else draw.n
+    return (batch, *dims)
 
 
 def _np_dtype(dtype: str | None) -> str:
@@ -143,13 +167,14 @@ def select(arrays: dict[str, np.ndarray], samples: str | None, batch_size: int |
 
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
-    """A SHA-256 over the input names, dtypes, shapes and bytes: which data a result came from."""
+    """A SHA-256 over the inputs' dtypes, shapes and bytes, in the model's input order: which data a
+    result came from. Input names are left out, so a retrained model whose input layer Keras named
+    ``input_layer_1`` compares with a baseline of the same data."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+    for a in map(np.ascontiguousarray, arrays.values()):
+        h.update(f"{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return "sha256:" + h.hexdigest()
 
@@ -157,20 +182,19 @@ def fingerprint(arrays: dict[str, np.ndarray]) -> str:
 def prepare_inputs(
     specs: list[InputSpec],
     inputs: Any,
-    random: int = 4,
-    seed: int = 0,
-    input_shape: tuple[int, ...] | None = None,
+    draw: RandomDraw | None = None,
     samples: str | None = None,
     batch_size: int | None = None,
 ) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """The arrays for one pass, checked against ``specs``: (arrays by input name, source, notes)."""
+    """The arrays for one pass, checked against ``specs``: (arrays by input name, source, notes).
+
+    ``inputs`` None draws them as ``draw`` says."""
     names = [s.name for s in specs]
     if isinstance(inputs, (str, Path)):
         source = f"--input {inputs}"
         arrays = read_arrays(str(inputs), names)
     elif inputs is None:
-        source = f"--random {random} (seed {seed})"
-        arrays = random_arrays(specs, random, seed, input_shape)
+        arrays, source = random_arrays(specs, draw or RandomDraw())
     elif isinstance(inputs, dict):
         source = "arrays"
         arrays = {k: np.asarray(v) for k, v in inputs.items()}

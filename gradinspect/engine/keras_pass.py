@@ -93,7 +93,7 @@ def _pair_reports(
     outs: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
     for tg in result.tensors:
         reason = INTEGER if not tg.tensor.dtype.is_floating else no_grad(tg.name)
-        outs[tg.name].append(output_entry(tg, reason, arrays))
+        outs[tg.name].append(output_entry(tg, reason, arrays, len(result.recorded[tg.name][tg.call])))
     for p in wanted:
         if not result.recorded[p]:
             outs[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))

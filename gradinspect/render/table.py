@@ -97,7 +97,7 @@ def _outputs_table(pair: Any) -> Table:
     if notes:
         outs.add_column("Note", style="yellow", max_width=48)
     for o in pair.outputs:
-        name = o.layer + (f".{o.tensor}" if o.tensor else "")
+        name = o.layer + (f".{o.tensor}" if o.tensors > 1 else "")
         if o.stats is None:
             outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), *_DASHES[:8], Text(o.missing or ""))
             continue

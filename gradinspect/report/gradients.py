@@ -41,14 +41,16 @@ class OutputGradient(JsonMixin):
     shape: Shape
     stats: TensorStats | None
     missing: str | None = None
+    tensors: int = 1  # how many tensors that call returned
 
     @property
     def key(self) -> str:
-        """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for further calls, ``.<j>`` for further tensors."""
+        """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for the n-th further call of a shared
+        layer, ``.<j>`` for the j-th tensor (from 0) of a call that returns several."""
         key = f"output/{self.layer}"
         if self.call:
             key += f"#{self.call}"
-        if self.tensor:
+        if self.tensors > 1:
             key += f".{self.tensor}"
         return key
 
