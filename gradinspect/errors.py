@@ -57,11 +57,6 @@ class ResourceLimitError(GradinspectError):
     """A file asks for more memory or disk than ``--max-memory`` allows."""
 
 
-class CheckFailed(GradinspectError):
-    """A checking command ran and one of its rules failed."""
-
-    exit_code = 1
-
 
 class BaselineError(GradinspectError):
     """A baseline file that cannot be read or does not belong to this run."""

@@ -207,13 +207,6 @@ def prepare_inputs(
     return select(arrays, samples, batch_size), source, list(note_list)
 
 
-def target_array(target: Any, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray | None:
-    """The --target array, cut by the same --samples/--batch-size as the inputs."""
-    if target is None:
-        return None
-    label = f"--target {target}" if isinstance(target, (str, Path)) else "target"
-    return _cut(target, label, samples, batch_size, batch)
-
 
 def output_targets(
     target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, batch_size: int | None, batch: int
