@@ -7,7 +7,8 @@ class GradinspectError(Exception):
     """An expected failure, reported to the user as one line.
 
     ``exit_code`` follows the grep/diff convention: 2 for trouble (bad flags, an unreadable,
-    unsafe or unsupported file, bad input data), 1 for a check that ran and failed.
+    unsafe or unsupported file, bad input data, a resource limit). A check that ran and failed
+    is not an error: ``check`` and ``verify`` return a report whose ``passed`` is False (exit 1).
     """
 
     exit_code = 2
