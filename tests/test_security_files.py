@@ -237,3 +237,11 @@ def test_corrupted_model_files_are_bad_input_never_a_bug(tmp_path, name):
         assert result.exit_code in (0, 2), result.stderr
         assert "internal error" not in result.stderr and result.stderr.count("\n") <= 1, result.stderr
     assert 2 in statuses
+
+
+def test_a_savedmodel_reached_through_a_link_loads_but_links_inside_are_refused(workdir):
+    (workdir / "link_to_sm").symlink_to(workdir / "sm")
+    assert run_cli("layers", workdir / "link_to_sm").exit_code == 0
+    (workdir / "sm" / "assets").mkdir(exist_ok=True)
+    (workdir / "sm" / "assets" / "passwd").symlink_to("/etc/passwd")
+    assert_one_error_line(run_cli("layers", workdir / "sm"), "symbolic link")

@@ -44,8 +44,9 @@ def snapshot(path: Path, max_bytes: int) -> Snapshot:
     workspace = tempfile.TemporaryDirectory(prefix="gradinspect-")
     local = Path(workspace.name) / (path.name or "model")
     try:
-        if path.is_dir() and not path.is_symlink():
-            _copy_tree(path, local, max_bytes)
+        if path.is_dir():
+            # A link the user named is their choice; links inside a SavedModel are refused.
+            _copy_tree(path.resolve(), local, max_bytes)
         else:
             local = _copy_file(path, local, max_bytes)
     except BaseException:
