@@ -165,9 +165,10 @@ def _stage2_grads(tape: Any, pair: Any, chosen: tuple[tuple[str, str, Any], ...]
 
 def _numpy(g: Any) -> np.ndarray:
     # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
+    # np.asarray shares the tensor's buffer (read-only) where .numpy() would copy it.
     import tensorflow as tf
 
-    return tf.convert_to_tensor(g).numpy()
+    return np.asarray(tf.convert_to_tensor(g))
 
 
 @dataclass(frozen=True)
