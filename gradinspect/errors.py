@@ -58,7 +58,6 @@ class ResourceLimitError(GradinspectError):
     """A file asks for more memory or disk than ``--max-memory`` allows."""
 
 
-
 class BaselineError(GradinspectError):
     """A baseline file that cannot be read or does not belong to this run."""
 

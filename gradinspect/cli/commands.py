@@ -198,7 +198,7 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
 @main.command()
 @model_options
 @click.option("--layer", required=True, metavar="LAYER", help="The layer whose gradients are verified.")
-@data_options(training=False)
+@data_options(training=False, batches=False)
 @click.option(
     "--entries", type=click.IntRange(min=1), default=10, show_default=True, help="Entries checked per variable."
 )

@@ -76,7 +76,7 @@ def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callabl
     )(fn)
 
 
-def data_options(training: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def data_options(training: bool = True, batches: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Input data and loss, shared by grad, check and verify: ``--input``, ``--random``, ``--seed``,
     ``--input-shape``, ``--samples START:STOP``, ``--batch-size``, ``--loss``, ``--target`` and (when
     ``training``) ``--training``; :func:`data_values` turns them into the core calls' keywords."""
@@ -97,7 +97,35 @@ def data_options(training: bool = True) -> Callable[[Callable[..., Any]], Callab
         ),
         click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions."),
         click.option("--samples", metavar="START:STOP", help="Use only these samples of the input."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Use only the first N samples."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            help="Samples per batch; every batch runs, merged as one (default: 32 when the input has more)."
+            if batches
+            else "Use only the first N samples.",
+        ),
+        *_loss_options(),
+    ]
+    if training:
+        options.append(
+            click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
+        )
+    if batches:
+        options.append(
+            click.option("--max-batches", type=click.IntRange(min=1), metavar="K", help="Stop after K batches.")
+        )
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _loss_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """``--loss``, ``--target`` and ``--model-output``."""
+    return [
         click.option(
             "--loss",
             default="auto",
@@ -117,17 +145,6 @@ def data_options(training: bool = True) -> Callable[[Callable[..., Any]], Callab
             help="Aim the loss at this model output (repeatable); =FILE gives its target.",
         ),
     ]
-    if training:
-        options.append(
-            click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
-        )
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
 
 
 def data_values(options: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +154,7 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
         "loss": options["loss"],
         "target": options["target"],
         **({"training": options["training"]} if "training" in options else {}),
+        **({"max_batches": options["max_batches"]} if "max_batches" in options else {}),
         "random": options["random_"],
         "seed": options["seed"],
         "input_shape": shape_option(options["input_shape"]),

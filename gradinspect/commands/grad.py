@@ -17,6 +17,7 @@ from gradinspect.engine.objective import Objective, OutputChoice, build_objectiv
 from gradinspect.engine.request import GradientRequest
 from gradinspect.engine.signatures import savedmodel_signature, signature_gradients, signature_output_names
 from gradinspect.engine.stages import parse_stages
+from gradinspect.engine.streaming import BatchPlan
 from gradinspect.errors import GradientError
 from gradinspect.report import GradReport, InputSpec
 
@@ -32,6 +33,8 @@ class GradOptions:
 
 
 _ANY_OUTPUTS = 1024
+# Inputs with more samples than this run in batches of this size unless --batch-size says otherwise.
+DEFAULT_BATCH = 32
 
 
 def checked_options(inputs: Any, options: dict[str, Any]) -> tuple[GradOptions, DataOptions, ModelOptions]:
@@ -79,11 +82,15 @@ def inspect_gradients(
 
 def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:
     """The inputs read and checked against ``specs``, the objective over outputs ``names`` with its targets."""
-    arrays, source, notes = prepare_inputs(
-        list(specs), data.inputs, random_draw(loaded, specs, data), data.samples, data.batch_size
-    )
-    notes = [n for n in (loaded.artifact.note, loaded.note) if n] + notes
-    objective = objective_for(loaded, names, data, next(iter(arrays.values())).shape[0])
+    arrays, source, notes = prepare_inputs(list(specs), data.inputs, random_draw(loaded, specs, data), data.samples)
+    rows = int(next(iter(arrays.values())).shape[0])
+    plan = BatchPlan(rows, data.batch_size or min(rows, DEFAULT_BATCH), data.max_batches)
+    if plan.samples < rows:  # --max-batches stops early: the run is about the samples it read
+        arrays = {k: v[: plan.samples] for k, v in arrays.items()}
+        plan = replace(plan, n=plan.samples)
+    notes = [note for note in (loaded.artifact.note, loaded.note) if note] + notes
+    # Targets follow the inputs: --samples, then the first plan.n rows (all of them unless --max-batches).
+    objective = objective_for(loaded, names, replace(data, batch_size=plan.n), plan.n)
     targets = [t.target for t in objective.terms if t.target is not None]
     return GradientRequest(
         loaded,
@@ -96,6 +103,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         data.training,
         source=source,
         notes=tuple(notes),
+        plan=plan,
     )
 
 

@@ -32,6 +32,7 @@ class DataOptions:
     target: Any = None
     training: bool = False
     outputs: tuple[str, ...] = ()
+    max_batches: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,5 +70,7 @@ def check_data_options(data: DataOptions) -> None:
         raise UsageProblem(f"--seed {data.seed}: must be 0 or more")
     if data.batch_size is not None and data.batch_size < 1:
         raise UsageProblem(f"--batch-size {data.batch_size}: must be at least 1")
+    if data.max_batches is not None and data.max_batches < 1:
+        raise UsageProblem(f"--max-batches {data.max_batches}: must be at least 1")
     if data.input_shape is not None and any(d < 1 for d in data.input_shape):
         raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")

@@ -9,7 +9,7 @@ import numpy as np
 from gradinspect.engine.inputs import fingerprint
 from gradinspect.engine.stats import tensor_stats
 from gradinspect.errors import GradientError
-from gradinspect.report import GradReport, ModelInfo, OutputGradient, PairReport, WeightGradient
+from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
     from gradinspect.engine.passes import TensorGradient, VariableGradient
@@ -43,7 +43,13 @@ def require_differentiable(used: list[Any]) -> None:
 
 
 def grad_report(
-    request: GradientRequest, info: ModelInfo, loss_value: float, pairs: tuple[PairReport, ...], arrays: dict
+    request: GradientRequest,
+    info: ModelInfo,
+    loss_value: float,
+    pairs: tuple[PairReport, ...],
+    arrays: dict,
+    batches: int | None = None,
+    noise: Noise | None = None,
 ) -> GradReport:
     """The report of one run: the loss that ran (``auto`` resolved), with notes on what it chose,
     on a non-finite loss, and on gradients that are only rounding noise."""
@@ -51,11 +57,17 @@ def grad_report(
     notes = (*request.notes, *request.loss.notes)
     if not np.isfinite(loss_value):
         notes = (*notes, f"the loss is {loss_value}: gradients hold NaN/Inf")
-    noise = rounding_noise(pairs, loss_value)
-    if noise is not None:
+    if batches:
         notes = (
             *notes,
-            f"every weight gradient is rounding noise (largest |g| {noise:.2g} for a loss of {loss_value:.4g}): "
+            f"{batches} batches merged as one: output gradients are summarized over every sample, not kept "
+            "(--save-npz holds the weight gradients)",
+        )
+    rounding = rounding_noise(pairs, loss_value)
+    if rounding is not None:
+        notes = (
+            *notes,
+            f"every weight gradient is rounding noise (largest |g| {rounding:.2g} for a loss of {loss_value:.4g}): "
             f"the loss {spec} does not depend on the weights (the sum of softmax rows is always 1); use --loss "
             "logprob:pred (what auto picks for probability outputs), unit:K or a Keras loss with --target",
         )
@@ -64,12 +76,14 @@ def grad_report(
         loss_spec=spec,
         loss_value=loss_value,
         input_source=request.source,
-        batch_size=int(next(iter(request.arrays.values())).shape[0]),
+        batch_size=request.plan.batch_size if batches else request.samples,
         training=request.training,
         pairs=pairs,
         notes=tuple(notes),
         arrays=arrays,
         input_fingerprint=fingerprint(request.arrays),
+        batches=batches,
+        noise=noise,
     )
 
 
@@ -90,6 +104,8 @@ def output_entry(tg: TensorGradient, reason: str, arrays: dict, tensors: int = 1
     """The entry for one recorded tensor (``tensors``: how many its call returned); its raw gradient
     goes into ``arrays`` under its ``--save-npz`` key."""
     shape = tuple(int(d) for d in tg.tensor.shape)
+    if tg.stats is not None and tg.rows is not None:  # merged over several batches
+        return OutputGradient(tg.name, tg.call, tg.index, (tg.rows, *shape[1:]), tg.stats, None, tensors)
     if tg.grad is None:
         return OutputGradient(tg.name, tg.call, tg.index, shape, None, reason, tensors)
     entry = OutputGradient(tg.name, tg.call, tg.index, shape, tensor_stats(tg.grad), None, tensors)
@@ -110,6 +126,6 @@ def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradi
     norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
     if vg.grad is None:
         return WeightGradient(vg.group, vg.name, tuple(w.shape), None, norm, reason)
-    entry = WeightGradient(vg.group, vg.name, tuple(w.shape), tensor_stats(vg.grad), norm)
+    entry = WeightGradient(vg.group, vg.name, tuple(w.shape), tensor_stats(vg.grad), norm, None, vg.noise)
     _store(arrays, entry.key, vg.grad)
     return entry

@@ -207,7 +207,6 @@ def prepare_inputs(
     return select(arrays, samples, batch_size), source, list(note_list)
 
 
-
 def output_targets(
     target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, batch_size: int | None, batch: int
 ) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:

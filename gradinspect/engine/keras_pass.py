@@ -20,8 +20,9 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult, run_pass
+from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult
 from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
 
@@ -69,20 +70,22 @@ def keras_gradients(request: GradientRequest) -> GradReport:
     stage2_variables = tuple(
         tuple((p, n, v) for p in chains[pair] for n, v in by_layer[p]) for pair in pairs if request.stages
     )
-    result = run_pass(
-        PassRequest(
-            subject,
-            request.arrays,
-            request.loss,
-            len(pairs) if request.stages else 0,
-            _stage_starter(request, pairs, by_layer) if request.stages else None,
-            stage2_variables,
-        )
-    )
+
+    def make(start: int, stop: int) -> PassRequest:
+        feeds, objective = request.batch(start, stop)
+        starter = _stage_starter(request, pairs, by_layer) if request.stages else None
+        made.append(objective)
+        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage2_variables)
+
+    made: list[Any] = []
+    if request.stages and request.plan and request.plan.n > request.plan.batch_size:
+        raise GradientError("--stage2 runs on one batch: give --batch-size at least the number of samples")
+    result, batches, noise = execute(make, request.samples, request.plan)
+    request.loss.adopt(made[-1])
     arrays: dict[str, np.ndarray] = {}
     pair_reports = _pair_reports(request, result, wanted, arrays)
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
-    return grad_report(request, info, result.loss_value, pair_reports, arrays)
+    return grad_report(request, info, result.loss_value, pair_reports, arrays, batches, noise)
 
 
 def _pair_reports(

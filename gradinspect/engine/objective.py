@@ -55,6 +55,18 @@ class Objective:
         """What the report should say about the loss: how ``compiled`` and ``auto`` were resolved."""
         return (*self._fixed_notes, *self._auto_notes)
 
+    def rows(self, start: int, stop: int) -> Objective:
+        """The same objective for samples ``start:stop`` (its targets cut to them)."""
+        terms = [
+            Term(t.index, t.name, t.spec, t.weight, None if t.target is None else t.target[start:stop])
+            for t in self.terms
+        ]
+        return Objective(terms, self.requested, self._fixed_notes)
+
+    def adopt(self, other: Objective) -> None:
+        """Take what ``other`` (this objective on a batch) resolved: the specs that ran and why."""
+        self.ran, self._auto_notes = list(other.ran), list(other._auto_notes)
+
     @property
     def output_indices(self) -> list[int]:
         return [t.index for t in self.terms]

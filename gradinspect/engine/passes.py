@@ -22,6 +22,7 @@ from gradinspect.engine.entries import require_differentiable
 from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
+from gradinspect.report import Noise, TensorStats
 
 # Recorded outputs: layer (or input) name -> one list of tensors per call.
 Recorded = dict[str, list[list[Any]]]
@@ -71,6 +72,9 @@ class TensorGradient:
     index: int
     tensor: Any
     grad: np.ndarray | None
+    # Over several batches the per-sample gradients are not kept: their statistics, and the sample count.
+    stats: TensorStats | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class VariableGradient:
     name: str
     variable: Any
     grad: np.ndarray | None
+    noise: Noise | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import numpy as np
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.stages import StageSpec
+from gradinspect.engine.streaming import BatchPlan
 from gradinspect.report import InputSpec
 
 
@@ -33,3 +34,14 @@ class GradientRequest:
     stages: StageSpec | None = None
     source: str = "arrays"
     notes: tuple[str, ...] = ()
+    plan: BatchPlan | None = None  # several batches, merged as one (None: one pass over all samples)
+
+    def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
+        """The inputs and the objective (its targets) of samples ``start:stop``."""
+        if (start, stop) == (0, self.samples):
+            return self.arrays, self.loss
+        return {k: v[start:stop] for k, v in self.arrays.items()}, self.loss.rows(start, stop)
+
+    @property
+    def samples(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])

@@ -21,8 +21,9 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import PassRequest, SignatureSubject, run_pass
+from gradinspect.engine.passes import PassRequest, SignatureSubject
 from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, PairReport
 
@@ -56,7 +57,15 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
     scoped = tuple((*split_scope(v.name), v) for v in savedmodel_variables(request.loaded.model))
     pairs = _checked_pairs(request.pairs, scoped, specs)
     subject = SignatureSubject(fn, scoped, label=f"the signature {key!r}")
-    result = run_pass(PassRequest(subject, request.arrays, request.loss))
+    made: list[Any] = []
+
+    def make(start: int, stop: int) -> PassRequest:
+        feeds, objective = request.batch(start, stop)
+        made.append(objective)
+        return PassRequest(subject, feeds, objective)
+
+    result, batches, noise = execute(make, request.samples, request.plan)
+    request.loss.adopt(made[-1])
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays: dict[str, np.ndarray] = {}
     outs = tuple(
@@ -73,7 +82,7 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
     notes = (*request.notes, f"SavedModel without Keras layers: gradients through signature {key!r}")
-    return grad_report(replace(request, notes=notes), info, result.loss_value, pair_reports, arrays)
+    return grad_report(replace(request, notes=notes), info, result.loss_value, pair_reports, arrays, batches, noise)
 
 
 _EVERYTHING = ("(inputs)", "(variables)")

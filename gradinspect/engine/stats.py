@@ -55,3 +55,50 @@ def tensor_stats(values: Any) -> TensorStats:
         zero_fraction=zeros / n,
         nonfinite=nonfinite,
     )
+
+
+class StreamingStats:
+    """The statistics of many arrays as if they were one, updated array by array (Chan et al.'s
+    parallel moments, in float64), so that batches give the numbers of one giant batch."""
+
+    def __init__(self) -> None:
+        self.size = self.nonfinite = self.count = self.zeros = 0
+        self.mean = self.m2 = self.squares = self.absolute = 0.0
+        self.lo, self.hi = np.inf, -np.inf
+
+    def update(self, values: Any) -> None:
+        flat = np.asarray(values).reshape(-1)
+        finite = flat[np.isfinite(flat)] if not np.all(np.isfinite(flat)) else flat
+        self.size += flat.size
+        self.nonfinite += int(flat.size - finite.size)
+        if not finite.size:
+            return
+        x = finite.astype(np.float64)
+        n, mean = x.size, float(x.mean())
+        m2 = float(np.dot(x - mean, x - mean))
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+        self.squares += float(np.dot(x, x))
+        self.absolute += float(np.abs(x).sum())
+        self.zeros += int(n - np.count_nonzero(x))
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+    def result(self) -> TensorStats:
+        if not self.count:
+            return TensorStats(self.size, None, None, None, None, None, None, None, None, self.nonfinite)
+        n = self.count
+        return TensorStats(
+            size=self.size,
+            norm=float(np.sqrt(self.squares)),
+            mean=self.mean,
+            std=float(np.sqrt(self.m2 / n)),
+            min=self.lo,
+            max=self.hi,
+            abs_mean=self.absolute / n,
+            abs_max=max(abs(self.lo), abs(self.hi)),
+            zero_fraction=self.zeros / n,
+            nonfinite=self.nonfinite,
+        )

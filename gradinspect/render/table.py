@@ -75,7 +75,8 @@ def _grad(console: Console, report) -> None:
         Text.assemble(
             Text(m.path, style="bold"),
             f"  loss {report.loss_spec} = {report.loss_value:.6g}  ·  input {report.input_source}, "
-            f"batch {report.batch_size}  ·  {mode} mode",
+            + (f"{report.batches} batches of {report.batch_size}" if report.batches else f"batch {report.batch_size}")
+            + f"  ·  {mode} mode",
         )
     )
     for note in report.notes:
@@ -124,6 +125,10 @@ def _weights_table(pair: Any) -> Table:
         ws.add_column(col)
     for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
         ws.add_column(col, justify="right")
+    noise = any(w.noise is not None for w in pair.weights)
+    if noise:
+        ws.add_column("Noise B", justify="right")
+        ws.add_column("SNR", justify="right")
     if any(w.stats is None for w in pair.weights):
         ws.add_column("Note", style="yellow", max_width=48)
     for w in pair.weights:
@@ -135,6 +140,7 @@ def _weights_table(pair: Any) -> Table:
                 _DASHES[0],
                 _num(w.weight_norm),
                 *_DASHES[:6],
+                *(_DASHES[:2] if noise else ()),
                 Text(w.missing or ""),
             )
             continue
@@ -151,10 +157,17 @@ def _weights_table(pair: Any) -> Table:
             _num(s.abs_max),
             _num(s.zero_fraction),
             Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
+            *(_noise_cells(w.noise) if noise else ()),
         )
     if not pair.weights:
         ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
     return ws
+
+
+def _noise_cells(noise: Any) -> tuple[Text, Text]:
+    if noise is None or noise.b_simple is None:
+        return _DASHES[0], _DASHES[0]
+    return _num(noise.b_simple), _num(noise.snr)
 
 
 def _stage2(console: Console, pair) -> None:

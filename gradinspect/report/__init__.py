@@ -9,6 +9,7 @@ from __future__ import annotations
 from gradinspect.report.checks import CheckReport, EntryDetail, RuleResult, Rules, VerifyEntry, VerifyReport
 from gradinspect.report.gradients import (
     GradReport,
+    Noise,
     OutputGradient,
     PairReport,
     Stage2Report,
@@ -32,6 +33,7 @@ __all__ = [
     "EntryDetail",
     "GradReport",
     "InputSpec",
+    "Noise",
     "LayerRow",
     "LayersReport",
     "ModelInfo",

@@ -29,6 +29,21 @@ class TensorStats(JsonMixin):
 
 
 @dataclass(frozen=True)
+class Noise(JsonMixin):
+    """The gradient noise scale of McCandlish et al. (2018), the "simple" estimator, over ``batches``
+    full batches of ``batch_size``: ``b_simple`` = B·S/|G|², ``snr`` = |G|²/S; None with a ``reason``
+    where it cannot be estimated (fewer than 2 full batches, or |G|² ≤ 0)."""
+
+    JSON: ClassVar[Layout] = ("b_simple", "snr", "batches", "batch_size", "reason?")
+
+    b_simple: float | None
+    snr: float | None
+    batches: int
+    batch_size: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class OutputGradient(JsonMixin):
     """d loss / d one output tensor of one call of a layer. ``stats`` is None when there is no
     gradient, and ``missing`` then says why."""
@@ -59,7 +74,7 @@ class OutputGradient(JsonMixin):
 class WeightGradient(JsonMixin):
     """d loss / d one trainable variable of a layer; ``variable`` is its path inside the layer."""
 
-    JSON: ClassVar[Layout] = ("layer", "variable", "shape", "stats", "weight_norm", "ratio", "missing")
+    JSON: ClassVar[Layout] = ("layer", "variable", "shape", "stats", "weight_norm", "ratio", "missing", "noise?")
 
     layer: str
     variable: str
@@ -67,6 +82,7 @@ class WeightGradient(JsonMixin):
     stats: TensorStats | None
     weight_norm: float
     missing: str | None = None
+    noise: Noise | None = None
 
     @property
     def key(self) -> str:
@@ -144,8 +160,12 @@ class GradReport(JsonMixin):
     JSON: ClassVar[Layout] = (
         "model",
         ("loss", (("spec", "loss_spec"), ("value", "loss_value"))),
-        ("inputs", (("source", "input_source"), "batch_size", "training", ("fingerprint", "input_fingerprint"))),
+        (
+            "inputs",
+            (("source", "input_source"), "batch_size", "batches?", "training", ("fingerprint", "input_fingerprint")),
+        ),
         "pairs",
+        "noise?",
         "notes",
     )
 
@@ -159,3 +179,5 @@ class GradReport(JsonMixin):
     notes: tuple[str, ...] = ()
     arrays: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     input_fingerprint: str | None = None
+    batches: int | None = None  # set when the data ran in several batches
+    noise: Noise | None = None  # the whole model's noise scale, over several batches

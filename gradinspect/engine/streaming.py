@@ -1,0 +1,176 @@
+"""Many batches, one answer: the passes of every batch merged as if one batch held every sample.
+
+Weight gradients are those of the loss over the whole data: the sum of the batch gradients for
+sum-type losses (``sum``, ``sumsq``, ``unit:K``, ``logprob:*``), the sample-weighted mean for
+mean-type ones (``mean``, Keras losses, which average over samples). Output gradients are per
+sample; their statistics are streamed (:class:`StreamingStats`), and for a mean-type loss each
+batch's are scaled by its share of the samples, as the giant batch's would be. Over the k full
+batches of size B, per variable, the "simple" gradient noise scale of McCandlish et al. (2018).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
+from gradinspect.engine.objective import Objective
+from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
+from gradinspect.engine.stats import StreamingStats
+from gradinspect.errors import GradientError
+from gradinspect.report import Noise
+
+_MEAN_TYPE = frozenset({"mean", *KERAS_LOSSES})
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """``n`` samples in batches of ``batch_size`` (the last may be short), at most ``max_batches``."""
+
+    n: int
+    batch_size: int
+    max_batches: int | None = None
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        for i, start in enumerate(range(0, self.n, self.batch_size)):
+            if self.max_batches is not None and i >= self.max_batches:
+                return
+            yield start, min(start + self.batch_size, self.n)
+
+    @property
+    def samples(self) -> int:
+        """How many samples the plan reads (fewer than ``n`` when ``max_batches`` stops it early)."""
+        return sum(stop - start for start, stop in self.ranges())
+
+
+def is_mean_type(objective: Objective) -> bool:
+    """True when every term averages over samples, False when every one sums; mixed is refused."""
+    kinds = {spec in _MEAN_TYPE for spec in objective.ran}
+    kinds |= {t.spec in _MEAN_TYPE for t in objective.terms if t.spec not in ("auto", *BUILTIN)}
+    if len(kinds) > 1:
+        raise GradientError(
+            "a loss that sums over samples and one that averages cannot be merged over several batches; "
+            "give --batch-size large enough for one batch"
+        )
+    return kinds == {True}
+
+
+def execute(
+    make: Callable[[int, int], PassRequest], n: int, plan: BatchPlan | None
+) -> tuple[PassResult, int | None, Noise | None]:
+    """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
+
+    Returns the result, the number of batches (None for one pass) and the model's noise scale."""
+    if plan is None or plan.n <= plan.batch_size:
+        return run_pass(make(0, n)), None, None
+    return run_batches(make, plan)
+
+
+def run_batches(make: Callable[[int, int], PassRequest], plan: BatchPlan) -> tuple[PassResult, int, Noise | None]:
+    """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
+
+    Returns the merged result, the number of batches, and the whole model's noise scale.
+    """
+    merged: _Merged | None = None
+    for start, stop in plan.ranges():
+        request = make(start, stop)
+        result = run_pass(request)
+        if merged is None:
+            merged = _Merged(result, plan, is_mean_type(request.loss))
+        merged.add(result, stop - start)
+    assert merged is not None
+    return merged.result(), merged.batches, merged.total_noise()
+
+
+class _Merged:
+    def __init__(self, first: PassResult, plan: BatchPlan, mean_type: bool) -> None:
+        self.first, self.plan, self.mean_type = first, plan, mean_type
+        self.used = plan.samples
+        self.loss = 0.0
+        self.batches = 0
+        self.stats = [StreamingStats() for _ in first.tensors]
+        self.grads: list[np.ndarray | None] = [None for _ in first.variables]
+        self.noise = [_NoiseSums() for _ in first.variables]
+
+    def add(self, result: PassResult, rows: int) -> None:
+        if len(result.tensors) != len(self.first.tensors) or len(result.variables) != len(self.first.variables):
+            raise GradientError("a later batch recorded other layers or calls than the first; the model is not static")
+        share = rows / self.used if self.mean_type else 1.0
+        self.batches += 1
+        self.loss += result.loss_value * share
+        for stats, tg in zip(self.stats, result.tensors):
+            if tg.grad is not None:
+                stats.update(tg.grad * share if self.mean_type else tg.grad)
+        for i, vg in enumerate(result.variables):
+            if vg.grad is None:
+                continue
+            g = vg.grad.astype(np.float64)
+            self.grads[i] = g * share if self.grads[i] is None else self.grads[i] + g * share
+            if rows == self.plan.batch_size:
+                # g_b: the gradient of the batch's per-sample-mean loss.
+                self.noise[i].add(g if self.mean_type else g / rows)
+
+    def result(self) -> PassResult:
+        tensors = tuple(
+            TensorGradient(tg.name, tg.call, tg.index, tg.tensor, None, s.result() if s.count else None, self.used)
+            for tg, s in zip(self.first.tensors, self.stats)
+        )
+        b = self.plan.batch_size
+        variables = tuple(
+            VariableGradient(vg.group, vg.name, vg.variable, None if g is None else g.astype(np.float32), n.estimate(b))
+            for vg, g, n in zip(self.first.variables, self.grads, self.noise)
+        )
+        return replace(self.first, loss_value=self.loss, tensors=tensors, variables=variables)
+
+    def total_noise(self) -> Noise | None:
+        return _NoiseSums.combined(self.noise, self.plan.batch_size)
+
+
+class _NoiseSums:
+    """Σ g_b and Σ |g_b|² over the full batches: enough for S and |G|² without keeping each g_b."""
+
+    def __init__(self) -> None:
+        self.k = 0
+        self.total: np.ndarray | None = None
+        self.squares = 0.0
+
+    def add(self, g: np.ndarray) -> None:
+        self.k += 1
+        self.total = g.copy() if self.total is None else self.total + g
+        self.squares += float(np.dot(g.ravel(), g.ravel()))
+
+    def parts(self) -> tuple[float, float] | None:
+        """(S, |G|²) for this tensor, or None with fewer than two full batches."""
+        if self.k < 2 or self.total is None:
+            return None
+        mean = self.total / self.k
+        mean_sq = float(np.dot(mean.ravel(), mean.ravel()))
+        spread = (self.squares - self.k * mean_sq) / (self.k - 1)
+        return spread, mean_sq - spread / self.k
+
+    def estimate(self, batch_size: int) -> Noise | None:
+        if self.k == 0:
+            return None
+        return _noise(self.parts(), self.k, batch_size)
+
+    @staticmethod
+    def combined(sums: list[_NoiseSums], batch_size: int) -> Noise | None:
+        parts = [s.parts() for s in sums if s.k]
+        if not parts:
+            return None
+        k = max(s.k for s in sums)
+        if any(p is None for p in parts):
+            return _noise(None, k, batch_size)
+        return _noise((sum(p[0] for p in parts), sum(p[1] for p in parts)), k, batch_size)
+
+
+def _noise(parts: tuple[float, float] | None, k: int, batch_size: int) -> Noise:
+    if parts is None:
+        return Noise(None, None, k, batch_size, "needs at least 2 full batches")
+    spread, signal = parts
+    if signal <= 0 or spread <= 0:
+        why = "|G|² ≤ 0: the batches disagree more than they agree" if signal <= 0 else "the batches agree exactly"
+        return Noise(None, None, k, batch_size, why)
+    return Noise(batch_size * spread / signal, signal / spread, k, batch_size)
