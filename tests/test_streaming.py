@@ -86,3 +86,57 @@ def test_noise_needs_two_full_batches(data):
     report, _ = _run(d, "--batch-size", "40")  # one full batch and a short one
     weight = report["pairs"][0]["weights"][0]
     assert weight["noise"]["b_simple"] is None and "at least 2 full batches" in weight["noise"].get("reason", "")
+
+
+def test_hdf5_and_npy_inputs_stream_to_the_same_numbers(data, tmp_path):
+    import h5py
+
+    d, _ = data
+    x = np.load(d / "x.npy")
+    with h5py.File(tmp_path / "x.h5", "w") as h5:
+        h5["x"] = x
+    from_npy, npy_arrays = _run(d, "--batch-size", "16")
+    result = run_cli(
+        "grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", f"{tmp_path / 'x.h5'}:x",
+        "--batch-size", "16", "--save-npz", tmp_path / "h.npz", "-f", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    with np.load(tmp_path / "h.npz") as saved:
+        np.testing.assert_array_equal(saved["weight/out/kernel"], npy_arrays["weight/out/kernel"])
+    assert json.loads(result.stdout)["inputs"]["fingerprint"] == from_npy["inputs"]["fingerprint"]
+
+
+def test_a_memory_mapped_npy_is_never_read_whole(keras, tmp_path):
+    """200 MB of samples through batches of 500: peak memory stays far below the file's size,
+    while the same data as .npz (read whole) takes it all."""
+    import subprocess
+    import sys
+
+    x = keras.Input((1000,), name="x")
+    keras.Model(x, keras.layers.Dense(2, name="d")(x)).save(tmp_path / "wide.keras")
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(50_000, 1000))
+    big[:] = 0.5
+    big.flush()
+    del big
+    np.savez(tmp_path / "big.npz", x=np.load(tmp_path / "big.npy", mmap_mode="r"))
+    # The child warms up (TensorFlow, the model), resets its peak RSS (/proc/self/clear_refs), runs
+    # the command and reports the new peak: what the run itself needed.
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom gradinspect.cli import main\n"
+        "def run(path):\n"
+        "    r = CliRunner().invoke(main, ['grad', sys.argv[1], '--all', '--input', path, '--batch-size', '500',"
+        " '-f', 'json'])\n    assert r.exit_code == 0, r.output\n"
+        "run(sys.argv[3])\nopen('/proc/self/clear_refs', 'w').write('5')\nrun(sys.argv[2])\n"
+        "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+    )
+    np.save(tmp_path / "small.npy", np.zeros((4, 1000), dtype=np.float32))
+
+    def peak_kib(path):
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "wide.keras"), str(path), str(tmp_path / "small.npy")],
+            capture_output=True, text=True, check=True, timeout=300,
+        )  # fmt: skip
+        return int(out.stdout.strip().splitlines()[-1])
+
+    lazy, whole = peak_kib(tmp_path / "big.npy"), peak_kib(tmp_path / "big.npz")
+    assert whole - lazy > 150 * 1024, (lazy, whole)  # the 200 MB file was never held in memory

@@ -10,12 +10,13 @@ from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
 from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.inputs import RandomDraw, output_targets, prepare_inputs
+from gradinspect.engine.inputs import RandomDraw, output_targets
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import check_loss_spec, compiled_losses
 from gradinspect.engine.objective import Objective, OutputChoice, build_objective
 from gradinspect.engine.request import GradientRequest
 from gradinspect.engine.signatures import savedmodel_signature, signature_gradients, signature_output_names
+from gradinspect.engine.source import prepare_source
 from gradinspect.engine.stages import parse_stages
 from gradinspect.engine.streaming import BatchPlan
 from gradinspect.errors import GradientError
@@ -82,13 +83,14 @@ def inspect_gradients(
 
 def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:
     """The inputs read and checked against ``specs``, the objective over outputs ``names`` with its targets."""
-    arrays, source, notes = prepare_inputs(list(specs), data.inputs, random_draw(loaded, specs, data), data.samples)
-    rows = int(next(iter(arrays.values())).shape[0])
+    inputs, source = prepare_source(list(specs), data.inputs, random_draw(loaded, specs, data), data.samples)
+    rows = inputs.n
     plan = BatchPlan(rows, data.batch_size or min(rows, DEFAULT_BATCH), data.max_batches)
     if plan.samples < rows:  # --max-batches stops early: the run is about the samples it read
-        arrays = {k: v[: plan.samples] for k, v in arrays.items()}
+        inputs.n = plan.samples
         plan = replace(plan, n=plan.samples)
-    notes = [note for note in (loaded.artifact.note, loaded.note) if note] + notes
+    arrays = inputs.rows(0, min(plan.n, plan.batch_size))  # the first batch, checked before any pass
+    notes = [note for note in (loaded.artifact.note, loaded.note) if note]
     # Targets follow the inputs: --samples, then the first plan.n rows (all of them unless --max-batches).
     objective = objective_for(loaded, names, replace(data, batch_size=plan.n), plan.n)
     targets = [t.target for t in objective.terms if t.target is not None]
@@ -104,6 +106,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         source=source,
         notes=tuple(notes),
         plan=plan,
+        inputs=inputs,
     )
 
 

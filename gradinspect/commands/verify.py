@@ -18,8 +18,8 @@ from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.commands.grad import objective_for, random_draw
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.differences import LayerDifferences, Settings
-from gradinspect.engine.inputs import prepare_inputs
 from gradinspect.engine.losses import check_loss_spec
+from gradinspect.engine.source import prepare_inputs
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport

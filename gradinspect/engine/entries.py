@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradinspect.engine.inputs import fingerprint
 from gradinspect.engine.stats import tensor_stats
 from gradinspect.errors import GradientError
 from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
@@ -54,7 +53,9 @@ def grad_report(
     """The report of one run: the loss that ran (``auto`` resolved), with notes on what it chose,
     on a non-finite loss, and on gradients that are only rounding noise."""
     spec = request.loss.description
-    notes = (*request.notes, *request.loss.notes)
+    notes = (*request.notes, *request.input_notes(), *request.loss.notes)
+    if batches and request.inputs is not None and request.inputs.read_whole:
+        notes = (*notes, f"{request.source}: this format is read whole (.npy and HDF5 are read a batch at a time)")
     if not np.isfinite(loss_value):
         notes = (*notes, f"the loss is {loss_value}: gradients hold NaN/Inf")
     if batches:
@@ -81,7 +82,7 @@ def grad_report(
         pairs=pairs,
         notes=tuple(notes),
         arrays=arrays,
-        input_fingerprint=fingerprint(request.arrays),
+        input_fingerprint=request.fingerprint(),
         batches=batches,
         noise=noise,
     )

@@ -166,47 +166,6 @@ def select(arrays: dict[str, np.ndarray], samples: str | None, batch_size: int |
     return out
 
 
-def fingerprint(arrays: dict[str, np.ndarray]) -> str:
-    """A SHA-256 over the inputs' dtypes, shapes and bytes, in the model's input order: which data a
-    result came from. Input names are left out, so a retrained model whose input layer Keras named
-    ``input_layer_1`` compares with a baseline of the same data."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for a in map(np.ascontiguousarray, arrays.values()):
-        h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return "sha256:" + h.hexdigest()
-
-
-def prepare_inputs(
-    specs: list[InputSpec],
-    inputs: Any,
-    draw: RandomDraw | None = None,
-    samples: str | None = None,
-    batch_size: int | None = None,
-) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """The arrays for one pass, checked against ``specs``: (arrays by input name, source, notes).
-
-    ``inputs`` None draws them as ``draw`` says."""
-    names = [s.name for s in specs]
-    if isinstance(inputs, (str, Path)):
-        source = f"--input {inputs}"
-        arrays = read_arrays(str(inputs), names)
-    elif inputs is None:
-        arrays, source = random_arrays(specs, draw or RandomDraw())
-    elif isinstance(inputs, dict):
-        source = "arrays"
-        arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    else:
-        source = "array"
-        arrays = {names[0]: np.asarray(inputs)}
-    if set(arrays) != set(names):
-        arrays = _rekey(arrays, names, source)
-    arrays, note_list = check_arrays(arrays, specs, source)
-    return select(arrays, samples, batch_size), source, list(note_list)
-
-
 def output_targets(
     target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, batch_size: int | None, batch: int
 ) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
@@ -247,11 +206,3 @@ def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, b
     if array.shape[0] != batch:
         raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
     return array
-
-
-def _rekey(arrays: dict[str, np.ndarray], names: list[str], source: str) -> dict[str, np.ndarray]:
-    from gradinspect.errors import InputDataError
-
-    if len(arrays) == 1 and len(names) == 1:
-        return {names[0]: next(iter(arrays.values()))}
-    raise InputDataError(f"{source}: inputs {sorted(arrays)} do not match the model's inputs {names}")

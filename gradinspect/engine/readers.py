@@ -178,3 +178,121 @@ def _from_h5(fh: Any, p: Path, dataset: str, names: list[str], spec: str, budget
     if dataset:
         return _keyed([arrays[dataset]], names, spec)
     return _from_mapping(arrays, names, spec)
+
+
+class NpyRows:
+    """A C-ordered ``.npy`` read a slice of rows at a time, with plain reads.
+
+    Not a memory map: pages of a mapped file count in the process's resident memory (and in a
+    container's memory limit) until the kernel drops them; plain reads keep only the batch.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.ndim = len(shape)
+        self._row = math.prod(shape[1:]) * dtype.itemsize
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        start, stop, step = key.indices(self.shape[0]) if isinstance(key, slice) else (0, self.shape[0], 1)
+        if step != 1 or stop < start:
+            raise IndexError("NpyRows reads contiguous rows only")
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self._row)
+            data = fh.read((stop - start) * self._row)
+        rows = np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+        return rows if isinstance(key, slice) else rows[key]
+
+
+class H5Rows:
+    """One HDF5 dataset read a slice at a time (the file is opened for each read)."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.name, self.shape, self.dtype = path, name, shape, dtype
+        self.ndim = len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.path, "r") as h5:
+            return np.asarray(h5[self.name][key])
+
+
+def lazy_columns(spec: str, names: list[str]) -> dict[str, Any] | None:
+    """Inputs read on demand, by input name: a ``.npy`` memory-mapped, HDF5 datasets slice by slice.
+    None for the formats that are read whole (npz, csv, json)."""
+    path_str, _, dataset = (
+        spec.partition(":") if spec.lower().split(":")[0].endswith((".h5", ".hdf5")) else (spec, "", "")
+    )
+    p = Path(path_str)
+    suffix = p.suffix.lower()
+    if suffix not in (".npy", ".h5", ".hdf5") or not p.exists():
+        return None
+    fd = limits.open_regular(p, _label(spec))
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if suffix == ".npy":
+                shape, fortran, dtype = _npy_header(fh)  # refuses pickled object arrays before any read
+                declared, held = math.prod(shape) * dtype.itemsize, os.fstat(fh.fileno()).st_size - fh.tell()
+                if declared > held:
+                    raise ResourceLimitError(
+                        f"{_label(spec)}: the array {shape}: {limits.human(declared)} needed, but the file holds "
+                        f"only {limits.human(held)}; it is truncated or forged"
+                    )
+                if fortran or not shape:
+                    return _lazy_keyed({"": np.load(p, mmap_mode="r", allow_pickle=False)}, names, spec)
+                return _lazy_keyed({"": NpyRows(p, fh.tell(), shape, dtype)}, names, spec)
+            return _lazy_keyed(_h5_columns(fh, p, dataset, len(names), spec), names, spec)
+    except (InputDataError, ResourceLimitError):
+        raise
+    except Exception as exc:  # numpy and h5py raise many kinds on malformed files
+        why = f"{type(exc).__name__}: {first_line(exc, 200)}"
+        raise InputDataError(f"{_label(spec)}: cannot read the data ({why})") from exc
+
+
+def _h5_columns(fh: Any, p: Path, dataset: str, wanted: int, spec: str) -> dict[str, H5Rows]:
+    import h5py
+
+    with h5py.File(fh, "r") as h5:
+        found: dict[str, Any] = {}
+
+        def collect(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                found[name] = obj
+
+        if dataset:
+            if not isinstance(h5.get(dataset), h5py.Dataset):
+                raise InputDataError(f"{_label(spec)}: no dataset {dataset!r} in {p}")
+            found = {dataset: h5[dataset]}
+        else:
+            h5.visititems(collect)
+        if len(found) > 1 and wanted == 1:
+            raise InputDataError(f"{_label(spec)}: the file holds {len(found)} datasets; name one as {p}:DATASET")
+        for d in found.values():
+            _refuse_fill_value_bomb(d, spec)
+        return {name: H5Rows(p, name, tuple(d.shape), d.dtype) for name, d in found.items() if d.shape}
+
+
+# Compression rarely beats this ratio; a dataset that "stores" terabytes in kilobytes holds a
+# fill value, not data.
+_MAX_RATIO = 1000
+
+
+def _refuse_fill_value_bomb(dataset: Any, spec: str) -> None:
+    declared = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > limits.max_memory() and stored * _MAX_RATIO < declared:
+        raise ResourceLimitError(
+            f"{_label(spec)}: the datasets it declares: {limits.human(declared)} needed, but the file stores "
+            f"{limits.human(stored)} of data; refusing a fill-value dataset of that size"
+        )
+
+
+def _lazy_keyed(columns: dict[str, Any], names: list[str], spec: str) -> dict[str, Any]:
+    if len(columns) == 1 and len(names) == 1:
+        return {names[0]: next(iter(columns.values()))}
+    if set(columns) != set(names):
+        raise InputDataError(
+            f"{_label(spec)}: keys do not match the model's inputs ({', '.join(sorted(columns))}); "
+            f"expected {', '.join(names)}"
+        )
+    return columns

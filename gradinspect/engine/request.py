@@ -8,6 +8,7 @@ import numpy as np
 
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.engine.objective import Objective
+from gradinspect.engine.source import InputSource, fingerprint
 from gradinspect.engine.stages import StageSpec
 from gradinspect.engine.streaming import BatchPlan
 from gradinspect.report import InputSpec
@@ -35,13 +36,30 @@ class GradientRequest:
     source: str = "arrays"
     notes: tuple[str, ...] = ()
     plan: BatchPlan | None = None  # several batches, merged as one (None: one pass over all samples)
+    # Where further batches are read from (a file read a slice at a time); ``arrays`` is the first.
+    inputs: InputSource | None = None
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
         """The inputs and the objective (its targets) of samples ``start:stop``."""
-        if (start, stop) == (0, self.samples):
-            return self.arrays, self.loss
-        return {k: v[start:stop] for k, v in self.arrays.items()}, self.loss.rows(start, stop)
+        first = int(next(iter(self.arrays.values())).shape[0])
+        if (start, stop) == (0, first):
+            feeds = self.arrays
+        elif self.inputs is not None:
+            feeds = self.inputs.rows(start, stop)
+        else:
+            feeds = {k: v[start:stop] for k, v in self.arrays.items()}
+        return feeds, self.loss if (start, stop) == (0, self.samples) else self.loss.rows(start, stop)
 
     @property
     def samples(self) -> int:
-        return int(next(iter(self.arrays.values())).shape[0])
+        return self.inputs.n if self.inputs is not None else int(next(iter(self.arrays.values())).shape[0])
+
+    def input_notes(self) -> list[str]:
+        """What reading the inputs needed saying (casts, NaN/Inf counts over every row read)."""
+        return self.inputs.notes if self.inputs is not None else []
+
+    def fingerprint(self) -> str:
+        """Which data the result came from (see :meth:`InputSource.fingerprint`)."""
+        if self.inputs is not None:
+            return self.inputs.fingerprint()
+        return fingerprint(self.arrays, list(self.specs))
