@@ -140,3 +140,77 @@ def test_a_memory_mapped_npy_is_never_read_whole(keras, tmp_path):
 
     lazy, whole = peak_kib(tmp_path / "big.npy"), peak_kib(tmp_path / "big.npz")
     assert whole - lazy > 150 * 1024, (lazy, whole)  # the 200 MB file was never held in memory
+
+
+def test_bad_data_in_a_later_batch_is_one_error_line(data, tmp_path):
+    """A file cut short after its header promised more rows, and a later slice of another shape."""
+    from conftest import assert_one_error_line
+
+    d, _ = data
+    full = (d / "x.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(full[: len(full) - 5 * 20])  # the last 5 rows gone
+    line = assert_one_error_line(
+        run_cli("grad", d / "m.keras", "--all", "--input", tmp_path / "cut.npy", "--batch-size", "16")
+    )
+    assert "needed, but the file holds only" in line
+    import h5py
+
+    with h5py.File(tmp_path / "ragged.h5", "w") as h5:
+        h5["x"] = np.load(d / "x.npy")[:, :4]  # 4 features where the model takes 5
+    line = assert_one_error_line(
+        run_cli("grad", d / "m.keras", "--all", "--input", f"{tmp_path / 'ragged.h5'}:x", "--batch-size", "16")
+    )
+    assert "expects shape (None, 5)" in line
+
+
+def test_progress_is_reported_after_every_batch(data):
+    import gradinspect
+
+    d, _ = data
+    calls = []
+    gradinspect.inspect_gradients(
+        d / "m.keras", str(d / "x.npy"), all_layers=True, batch_size=16, progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    calls.clear()
+    gradinspect.inspect_gradients(
+        d / "m.keras", str(d / "x.npy"), all_layers=True, batch_size=16, max_batches=2, progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(1, 2), (2, 2)]
+
+
+def _stderr_on_a_terminal(d, *args):
+    """Run the real CLI with stderr on a pseudo-terminal (stdout a pipe); return (stdout, terminal text)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    cmd = [sys.executable, "-m", "gradinspect", "grad", str(d / "m.keras"), "--all", "--input", str(d / "x.npy")]
+    proc = subprocess.Popen(
+        [*cmd, "--batch-size", "8", "-f", "json", *args], stdout=subprocess.PIPE, stderr=follower, env=os.environ
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read()
+    assert proc.wait() == 0, seen
+    os.close(leader)
+    return out, seen.decode(errors="replace")
+
+
+def test_a_terminal_sees_progress_on_stderr_and_quiet_silences_it(data):
+    d, _ = data
+    out, terminal = _stderr_on_a_terminal(d)
+    assert json.loads(out)["inputs"]["batches"] == 9  # stdout stays pure data
+    assert "batches" in terminal and "9/9" in terminal
+    out, terminal = _stderr_on_a_terminal(d, "--quiet")
+    assert json.loads(out)["inputs"]["batches"] == 9 and "9/9" not in terminal

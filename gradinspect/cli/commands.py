@@ -113,10 +113,12 @@ def grad(
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
     dest = checked_destination(output, "--output", reads)
     unsafe_notice(unsafe)
-    with memory_limit(max_memory):
+    quiet = data_options_values.get("quiet", False)
+    with memory_limit(max_memory), progress_bar("batches", quiet) as progress:
         report = inspect_gradients(
             model,
             pairs=pairs,
+            progress=progress,
             all_layers=all_layers,
             custom_objects=custom_objects,
             unsafe=unsafe,
@@ -181,9 +183,10 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
     dest = checked_destination(options["output"], "--output", reads)
     rules = Rules(**{k: options[k] for k in _RULE_OPTIONS}, baseline=baseline, rtol=options["rtol"])
     unsafe_notice(options["unsafe"])
-    with memory_limit(options["max_memory"]):
+    with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
         report = run_check(
             model,
+            progress=progress,
             layers=split_list(options["layer_list"]),
             rules=rules,
             custom_objects=options["custom_objects"],

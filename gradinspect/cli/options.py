@@ -114,6 +114,7 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
         options.append(
             click.option("--max-batches", type=click.IntRange(min=1), metavar="K", help="Stop after K batches.")
         )
+        options.append(click.option("--quiet", is_flag=True, help="No progress display on stderr."))
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -227,15 +228,22 @@ def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, bytes | str
 
 
 @contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs)."""
-    if not sys.stderr.isatty():
+    if quiet or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

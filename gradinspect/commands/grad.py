@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ class GradOptions:
     stage1: str | None = None
     stage2: str | None = None
     through: bool = False
+    progress: Callable[[int, int], None] | None = None  # called as (batches done, total)
 
 
 _ANY_OUTPUTS = 1024
@@ -66,7 +68,7 @@ def inspect_gradients(
     signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
     names = signature_output_names(signature) if signature else output_names(loaded.model)
-    request = _request(loaded, specs, names, data)
+    request = replace(_request(loaded, specs, names, data), progress=grad_opts.progress)
     if signature is not None:
         if grad_opts.stage2 is not None:
             raise GradientError(

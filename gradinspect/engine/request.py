@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class GradientRequest:
     plan: BatchPlan | None = None  # several batches, merged as one (None: one pass over all samples)
     # Where further batches are read from (a file read a slice at a time); ``arrays`` is the first.
     inputs: InputSource | None = None
+    progress: Callable[[int, int], None] | None = field(default=None, compare=False)  # (batches done, total)
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
         """The inputs and the objective (its targets) of samples ``start:stop``."""

@@ -58,28 +58,36 @@ def is_mean_type(objective: Objective) -> bool:
 
 
 def execute(
-    make: Callable[[int, int], PassRequest], n: int, plan: BatchPlan | None
+    make: Callable[[int, int], PassRequest],
+    n: int,
+    plan: BatchPlan | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PassResult, int | None, Noise | None]:
     """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
 
     Returns the result, the number of batches (None for one pass) and the model's noise scale."""
     if plan is None or plan.n <= plan.batch_size:
         return run_pass(make(0, n)), None, None
-    return run_batches(make, plan)
+    return run_batches(make, plan, progress)
 
 
-def run_batches(make: Callable[[int, int], PassRequest], plan: BatchPlan) -> tuple[PassResult, int, Noise | None]:
+def run_batches(
+    make: Callable[[int, int], PassRequest], plan: BatchPlan, progress: Callable[[int, int], None] | None = None
+) -> tuple[PassResult, int, Noise | None]:
     """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
 
     Returns the merged result, the number of batches, and the whole model's noise scale.
     """
     merged: _Merged | None = None
+    total = len(list(plan.ranges()))
     for start, stop in plan.ranges():
         request = make(start, stop)
         result = run_pass(request)
         if merged is None:
             merged = _Merged(result, plan, is_mean_type(request.loss))
         merged.add(result, stop - start)
+        if progress is not None:
+            progress(merged.batches, total)
     assert merged is not None
     return merged.result(), merged.batches, merged.total_noise()
 
