@@ -171,12 +171,17 @@ def test_progress_is_reported_after_every_batch(data):
     gradinspect.inspect_gradients(
         d / "m.keras", str(d / "x.npy"), all_layers=True, batch_size=16, progress=lambda *a: calls.append(a)
     )
-    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert calls == [(1, 5, 16), (2, 5, 32), (3, 5, 48), (4, 5, 64), (5, 5, 70)]
     calls.clear()
     gradinspect.inspect_gradients(
-        d / "m.keras", str(d / "x.npy"), all_layers=True, batch_size=16, max_batches=2, progress=lambda *a: calls.append(a)
+        d / "m.keras",
+        str(d / "x.npy"),
+        all_layers=True,
+        batch_size=16,
+        max_batches=2,
+        progress=lambda *a: calls.append(a),
     )
-    assert calls == [(1, 2), (2, 2)]
+    assert calls == [(1, 2, 16), (2, 2, 32)]
 
 
 def _stderr_on_a_terminal(d, *args):
@@ -211,6 +216,6 @@ def test_a_terminal_sees_progress_on_stderr_and_quiet_silences_it(data):
     d, _ = data
     out, terminal = _stderr_on_a_terminal(d)
     assert json.loads(out)["inputs"]["batches"] == 9  # stdout stays pure data
-    assert "batches" in terminal and "9/9" in terminal
+    assert "batches" in terminal and "9/9" in terminal and "samples/s" in terminal
     out, terminal = _stderr_on_a_terminal(d, "--quiet")
     assert json.loads(out)["inputs"]["batches"] == 9 and "9/9" not in terminal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -228,8 +229,10 @@ def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, bytes | str
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs)."""
+def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[..., None] | None]:
+    """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs).
+
+    Yields ``update(done, total, samples=None)``; with ``samples`` (samples done) it shows samples/s."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
@@ -243,10 +246,18 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int
         TimeRemainingColumn,
     )
 
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    rate = TextColumn("{task.fields[rate]}")
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), rate, TimeElapsedColumn(), TimeRemainingColumn())
+    started = time.monotonic()
+
+    def update(done: int, total: int, samples: int | None = None) -> None:
+        elapsed = time.monotonic() - started
+        speed = f"{samples / elapsed:,.0f} samples/s" if samples and elapsed > 0 else ""
+        bar.update(task, completed=done, total=total, rate=speed)
+
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        task = bar.add_task(label, total=None, rate="")
+        yield update
 
 
 def unsafe_notice(unsafe: bool) -> None:

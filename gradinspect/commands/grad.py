@@ -32,7 +32,7 @@ class GradOptions:
     stage1: str | None = None
     stage2: str | None = None
     through: bool = False
-    progress: Callable[[int, int], None] | None = None  # called as (batches done, total)
+    progress: Callable[[int, int, int], None] | None = None  # (batches done, batches, samples done)
 
 
 _ANY_OUTPUTS = 1024

@@ -39,7 +39,7 @@ class GradientRequest:
     plan: BatchPlan | None = None  # several batches, merged as one (None: one pass over all samples)
     # Where further batches are read from (a file read a slice at a time); ``arrays`` is the first.
     inputs: InputSource | None = None
-    progress: Callable[[int, int], None] | None = field(default=None, compare=False)  # (batches done, total)
+    progress: Callable[[int, int, int], None] | None = field(default=None, compare=False)  # batches, total, samples
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
         """The inputs and the objective (its targets) of samples ``start:stop``."""

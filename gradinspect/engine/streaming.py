@@ -61,7 +61,7 @@ def execute(
     make: Callable[[int, int], PassRequest],
     n: int,
     plan: BatchPlan | None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> tuple[PassResult, int | None, Noise | None]:
     """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
 
@@ -72,7 +72,7 @@ def execute(
 
 
 def run_batches(
-    make: Callable[[int, int], PassRequest], plan: BatchPlan, progress: Callable[[int, int], None] | None = None
+    make: Callable[[int, int], PassRequest], plan: BatchPlan, progress: Callable[[int, int, int], None] | None = None
 ) -> tuple[PassResult, int, Noise | None]:
     """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
 
@@ -87,7 +87,7 @@ def run_batches(
             merged = _Merged(result, plan, is_mean_type(request.loss))
         merged.add(result, stop - start)
         if progress is not None:
-            progress(merged.batches, total)
+            progress(merged.batches, total, stop)  # (batches done, total, samples done)
     assert merged is not None
     return merged.result(), merged.batches, merged.total_noise()
 
