@@ -76,12 +76,12 @@ def _same(target: Path, read: Path) -> bool:
     return False
 
 
-def write_all(items: Iterable[tuple[Destination, str | bytes]]) -> None:
+def write_all(items: Iterable[tuple[Destination, str | bytes | StagedH5]]) -> None:
     """Write every ``(destination, data)``: all staged first, then renamed; on any failure none is."""
     staged: list[tuple[str, Destination]] = []
     try:
         for dest, data in items:
-            staged.append((_stage(dest, data), dest))
+            staged.append((data.finish() if isinstance(data, StagedH5) else _stage(dest, data), dest))
         for tmp, dest in staged:
             os.replace(tmp, dest.target)
     except BaseException:
@@ -96,24 +96,31 @@ def atomic_write(path: str | Path, data: str | bytes, option: str = "--output") 
     write_all([(destination(path, option), data)])
 
 
-def _stage(dest: Destination, data: str | bytes) -> str:
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+def _temp_beside(dest: Destination) -> tuple[int, str]:
     try:
-        fd, tmp = tempfile.mkstemp(dir=dest.target.parent, prefix=f".{dest.target.name}.", suffix=".tmp")
+        return tempfile.mkstemp(dir=dest.target.parent, prefix=f".{dest.target.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(
             f"{dest.option} {dest.path}: cannot write in {str(dest.target.parent)!r} ({exc.strerror or exc})"
         ) from exc
+
+
+def _mode_for(dest: Destination) -> int:
+    try:
+        return os.stat(dest.target).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _stage(dest: Destination, data: str | bytes) -> str:
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = _temp_beside(dest)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            mode = os.stat(dest.target).st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+        os.chmod(tmp, _mode_for(dest))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -138,3 +145,48 @@ def npz_bytes(arrays: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+class StagedH5:
+    """An HDF5 file (``--save-h5``) filled batch by batch in a temporary file beside its destination.
+
+    Call it with ``(arrays by key, first row, total rows)`` for each batch: each key becomes a
+    dataset of ``total rows`` samples. :func:`write_all` renames it into place with the run's other
+    outputs; :meth:`discard` (on any failure) removes it, so no partial file is left under the final name.
+    """
+
+    def __init__(self, dest: Destination) -> None:
+        self.dest = dest
+        fd, self.tmp = _temp_beside(dest)
+        os.close(fd)
+        self._file: Any = None
+
+    def __call__(self, arrays: dict[str, Any], start: int, total: int) -> None:
+        import h5py
+
+        try:
+            if self._file is None:
+                self._file = h5py.File(self.tmp, "w")
+            for key, rows in arrays.items():
+                if key not in self._file:
+                    self._file.create_dataset(key, shape=(total, *rows.shape[1:]), dtype=rows.dtype, chunks=True)
+                self._file[key][start : start + len(rows)] = rows
+        except OSError as exc:
+            raise OutputError(f"{self.dest.option} {self.dest.path}: cannot write the file ({exc})") from exc
+
+    def finish(self) -> str:
+        """Close the file and return its temporary path, ready to be renamed."""
+        import h5py
+
+        if self._file is None:  # no output gradient at all: an empty, valid HDF5 file
+            self._file = h5py.File(self.tmp, "w")
+        self._file.close()
+        os.chmod(self.tmp, _mode_for(self.dest))
+        return self.tmp
+
+    def discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)

@@ -219,3 +219,33 @@ def test_a_terminal_sees_progress_on_stderr_and_quiet_silences_it(data):
     assert "batches" in terminal and "9/9" in terminal and "samples/s" in terminal
     out, terminal = _stderr_on_a_terminal(d, "--quiet")
     assert json.loads(out)["inputs"]["batches"] == 9 and "9/9" not in terminal
+
+
+def test_save_h5_holds_the_giant_batch_per_sample_gradients(data, tmp_path):
+    import h5py
+
+    d, _ = data
+    _, giant = _run(d, "--loss", "mean", "--batch-size", "70")
+    _run(d, "--loss", "mean", "--batch-size", "16", "--save-h5", tmp_path / "g.h5")
+    with h5py.File(tmp_path / "g.h5", "r") as h5:
+        assert sorted(h5["output"]) == ["hidden", "out"]  # the pair --from hidden --to out
+        for key in ("output/hidden", "output/out"):
+            assert h5[key].shape == giant[key].shape == (70, h5[key].shape[1])
+            # mean loss: each batch's per-sample gradients scaled by its share, as in the giant batch
+            np.testing.assert_allclose(h5[key][:], giant[key], rtol=1e-5, atol=1e-9, err_msg=key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.h5"]  # no temporary file left
+
+
+def test_a_failed_run_leaves_no_h5_file(data, tmp_path):
+    from conftest import assert_one_error_line
+
+    d, _ = data
+    full = (d / "x.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(full[: len(full) - 5 * 20])  # fails in the 5th batch
+    out = tmp_path / "g.h5"
+    args = ("grad", d / "m.keras", "--all", "--input", tmp_path / "cut.npy", "--batch-size", "16", "--save-h5", out)
+    assert_one_error_line(run_cli(*args))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.npy"]  # neither g.h5 nor a temporary file
+    out.write_bytes(b"mine")
+    line = assert_one_error_line(run_cli(*args[:4], d / "x.npy", *args[5:]))
+    assert "--save-h5" in line and "--force" in line and out.read_bytes() == b"mine"

@@ -18,6 +18,7 @@ from gradinspect.cli.options import (
     parse_pairs,
     progress_bar,
     split_list,
+    staged_h5,
     unsafe_notice,
 )
 from gradinspect.errors import UsageProblem
@@ -72,7 +73,13 @@ def layers(
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
 @output_options(GradReport)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --save-npz file.")
+@click.option(
+    "--save-h5",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Save the per-sample output gradients of every batch as HDF5 datasets output/<layer>, shape (N, ...).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing --save-npz or --save-h5 file.")
 def grad(
     model,
     custom_objects,
@@ -88,6 +95,7 @@ def grad(
     fmt,
     output,
     save_npz,
+    save_h5,
     force,
     **data_options_values: Any,
 ) -> None:
@@ -111,23 +119,26 @@ def grad(
     data = data_values(data_options_values)
     reads = files_read(model, custom_objects, data["inputs"], data["target"])
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
+    h5_dest = checked_destination(save_h5, "--save-h5", reads, force=force)
     dest = checked_destination(output, "--output", reads)
     unsafe_notice(unsafe)
     quiet = data_options_values.get("quiet", False)
-    with memory_limit(max_memory), progress_bar("batches", quiet) as progress:
-        report = inspect_gradients(
-            model,
-            pairs=pairs,
-            progress=progress,
-            all_layers=all_layers,
-            custom_objects=custom_objects,
-            unsafe=unsafe,
-            stage1=stage1,
-            stage2=stage2,
-            through=through,
-            **data,
-        )
-    emit(report, fmt, dest, ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""),))
+    with memory_limit(max_memory), staged_h5(h5_dest) as sink:
+        with progress_bar("batches", quiet) as progress:
+            report = inspect_gradients(
+                model,
+                pairs=pairs,
+                progress=progress,
+                sink=sink,
+                all_layers=all_layers,
+                custom_objects=custom_objects,
+                unsafe=unsafe,
+                stage1=stage1,
+                stage2=stage2,
+                through=through,
+                **data,
+            )
+        emit(report, fmt, dest, ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), (h5_dest, sink)))
 
 
 _RULE_OPTIONS = ("allow_nonfinite", "allow_disconnected", "max_norm", "min_norm", "max_zero_fraction", "max_ratio")

@@ -212,7 +212,7 @@ def checked_destination(path: str | None, option: str, reads: list[Any], force: 
     return destination(path, option, reads, force=force)
 
 
-def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, bytes | str], ...] = ()) -> None:
+def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] = ()) -> None:
     """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
     from gradinspect.output import write_all
     from gradinspect.render import render
@@ -258,6 +258,22 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[..., None
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None, rate="")
         yield update
+
+
+@contextlib.contextmanager
+def staged_h5(dest: Any) -> Iterator[Any]:
+    """The ``--save-h5`` writer for a checked destination (None without one); its temporary file is
+    removed on the way out unless :func:`emit` renamed it into place."""
+    if dest is None:
+        yield None
+        return
+    from gradinspect.output import StagedH5
+
+    sink = StagedH5(dest)
+    try:
+        yield sink
+    finally:
+        sink.discard()
 
 
 def unsafe_notice(unsafe: bool) -> None:

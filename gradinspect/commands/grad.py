@@ -33,6 +33,7 @@ class GradOptions:
     stage2: str | None = None
     through: bool = False
     progress: Callable[[int, int, int], None] | None = None  # (batches done, batches, samples done)
+    sink: Callable[[dict[str, Any], int, int], None] | None = None  # (arrays by key, first row, rows): --save-h5
 
 
 _ANY_OUTPUTS = 1024
@@ -68,7 +69,7 @@ def inspect_gradients(
     signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
     names = signature_output_names(signature) if signature else output_names(loaded.model)
-    request = replace(_request(loaded, specs, names, data), progress=grad_opts.progress)
+    request = replace(_request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink)
     if signature is not None:
         if grad_opts.stage2 is not None:
             raise GradientError(

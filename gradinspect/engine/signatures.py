@@ -64,7 +64,7 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
         made.append(objective)
         return PassRequest(subject, feeds, objective)
 
-    result, batches, noise = execute(make, request.samples, request.plan, request.progress)
+    result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
     request.loss.adopt(made[-1])
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays: dict[str, np.ndarray] = {}

@@ -20,9 +20,13 @@ from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
 from gradinspect.engine.stats import StreamingStats
 from gradinspect.errors import GradientError
-from gradinspect.report import Noise
+from gradinspect.report import Noise, output_key
 
 _MEAN_TYPE = frozenset({"mean", *KERAS_LOSSES})
+
+# Receives each batch's per-sample output gradients by --save-h5 key, the batch's first row, all rows.
+OutputSink = Callable[[dict[str, np.ndarray], int, int], None]
+Progress = Callable[[int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,26 @@ def execute(
     make: Callable[[int, int], PassRequest],
     n: int,
     plan: BatchPlan | None,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
+    sink: OutputSink | None = None,
 ) -> tuple[PassResult, int | None, Noise | None]:
     """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
 
+    ``sink`` gets the per-sample output gradients of each batch as it is done.
     Returns the result, the number of batches (None for one pass) and the model's noise scale."""
     if plan is None or plan.n <= plan.batch_size:
-        return run_pass(make(0, n)), None, None
-    return run_batches(make, plan, progress)
+        result = run_pass(make(0, n))
+        if sink is not None:
+            sink(output_arrays(result.tensors, 1.0), 0, n)
+        return result, None, None
+    return run_batches(make, plan, progress, sink)
 
 
 def run_batches(
-    make: Callable[[int, int], PassRequest], plan: BatchPlan, progress: Callable[[int, int, int], None] | None = None
+    make: Callable[[int, int], PassRequest],
+    plan: BatchPlan,
+    progress: Progress | None = None,
+    sink: OutputSink | None = None,
 ) -> tuple[PassResult, int, Noise | None]:
     """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
 
@@ -86,10 +98,24 @@ def run_batches(
         if merged is None:
             merged = _Merged(result, plan, is_mean_type(request.loss))
         merged.add(result, stop - start)
+        if sink is not None:
+            sink(output_arrays(result.tensors, merged.share(stop - start)), start, plan.samples)
         if progress is not None:
             progress(merged.batches, total, stop)  # (batches done, total, samples done)
     assert merged is not None
     return merged.result(), merged.batches, merged.total_noise()
+
+
+def output_arrays(tensors: tuple[TensorGradient, ...], scale: float) -> dict[str, np.ndarray]:
+    """Each tensor's per-sample gradient (times ``scale``) by its ``--save-h5`` key; none without one."""
+    calls: dict[tuple[str, int], int] = {}
+    for tg in tensors:
+        calls[tg.name, tg.call] = calls.get((tg.name, tg.call), 0) + 1
+    return {
+        output_key(tg.name, tg.call, tg.index, calls[tg.name, tg.call]): tg.grad if scale == 1.0 else tg.grad * scale
+        for tg in tensors
+        if tg.grad is not None
+    }
 
 
 class _Merged:
@@ -102,10 +128,14 @@ class _Merged:
         self.grads: list[np.ndarray | None] = [None for _ in first.variables]
         self.noise = [_NoiseSums() for _ in first.variables]
 
+    def share(self, rows: int) -> float:
+        """A batch's weight in the giant batch: its share of the samples for a mean-type loss, else 1."""
+        return rows / self.used if self.mean_type else 1.0
+
     def add(self, result: PassResult, rows: int) -> None:
         if len(result.tensors) != len(self.first.tensors) or len(result.variables) != len(self.first.variables):
             raise GradientError("a later batch recorded other layers or calls than the first; the model is not static")
-        share = rows / self.used if self.mean_type else 1.0
+        share = self.share(rows)
         self.batches += 1
         self.loss += result.loss_value * share
         for stats, tg in zip(self.stats, result.tensors):

@@ -16,6 +16,7 @@ from gradinspect.report.gradients import (
     Stage2Weight,
     TensorStats,
     WeightGradient,
+    output_key,
 )
 from gradinspect.report.listing import (
     InputSpec,
@@ -51,4 +52,5 @@ __all__ = [
     "VerifyEntry",
     "VerifyReport",
     "WeightGradient",
+    "output_key",
 ]

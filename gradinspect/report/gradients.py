@@ -62,12 +62,17 @@ class OutputGradient(JsonMixin):
     def key(self) -> str:
         """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for the n-th further call of a shared
         layer, ``.<j>`` for the j-th tensor (from 0) of a call that returns several."""
-        key = f"output/{self.layer}"
-        if self.call:
-            key += f"#{self.call}"
-        if self.tensors > 1:
-            key += f".{self.tensor}"
-        return key
+        return output_key(self.layer, self.call, self.tensor, self.tensors)
+
+
+def output_key(layer: str, call: int, tensor: int, tensors: int) -> str:
+    """The ``--save-npz``/``--save-h5`` key of ``layer``'s ``call``-th call's ``tensor``-th of ``tensors`` outputs."""
+    key = f"output/{layer}"
+    if call:
+        key += f"#{call}"
+    if tensors > 1:
+        key += f".{tensor}"
+    return key
 
 
 @dataclass(frozen=True)
