@@ -87,6 +87,15 @@ def tf_keras_mlp(tf_keras):
     return tf_keras.Model(x, y, name="mlp_tf_keras")
 
 
+def mlp_dataset(path: Path) -> None:
+    """640 samples for mlp (HDF5 dataset ``x``): 20 batches of 32, the streamed example."""
+    import h5py
+
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("x", data=rng.normal(size=(640, 2)).astype("float32"))
+
+
 def main() -> None:
     import keras
     import tf_keras
@@ -96,6 +105,7 @@ def main() -> None:
     model.save(HERE / "mlp.keras")
     model.save(HERE / "mlp.h5")
     np.save(HERE / "mlp_input.npy", rng.normal(size=(4, 2)).astype("float32"))
+    mlp_dataset(HERE / "mlp_dataset.h5")
 
     article(keras).save(HERE / "article.keras")
     np.save(HERE / "article_input.npy", np.array([[1, 2], [3, 4]], dtype="float32"))

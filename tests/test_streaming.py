@@ -249,3 +249,28 @@ def test_a_failed_run_leaves_no_h5_file(data, tmp_path):
     out.write_bytes(b"mine")
     line = assert_one_error_line(run_cli(*args[:4], d / "x.npy", *args[5:]))
     assert "--save-h5" in line and "--force" in line and out.read_bytes() == b"mine"
+
+
+def test_the_readme_dataset_run_equals_one_tape_over_all_samples(keras):
+    """The README's run on sample_models/mlp_dataset.h5: 20 batches, the numbers of one whole-data tape."""
+    import h5py
+    import tensorflow as tf
+    from conftest import SAMPLES
+
+    model = keras.saving.load_model(SAMPLES / "mlp.keras")
+    with h5py.File(SAMPLES / "mlp_dataset.h5", "r") as h5:
+        x = h5["x"][:]
+    result = run_cli(
+        "grad", SAMPLES / "mlp.keras", "--from", "dense_1", "--to", "dense_2",
+        "--input", f"{SAMPLES / 'mlp_dataset.h5'}:x", "-f", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["inputs"]["batches"] == 20 and report["inputs"]["batch_size"] == 32
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x))
+    bias = model.get_layer("dense_2").bias
+    expected = tape.gradient(loss, bias).numpy().astype(np.float64)
+    weight = next(w for w in report["pairs"][0]["weights"] if w["layer"] == "dense_2" and w["variable"] == "bias")
+    assert report["loss"]["value"] == pytest.approx(float(loss), rel=1e-5)
+    assert weight["stats"]["norm"] == pytest.approx(np.linalg.norm(expected), rel=1e-5)
