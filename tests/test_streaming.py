@@ -274,3 +274,49 @@ def test_the_readme_dataset_run_equals_one_tape_over_all_samples(keras):
     weight = next(w for w in report["pairs"][0]["weights"] if w["layer"] == "dense_2" and w["variable"] == "bias")
     assert report["loss"]["value"] == pytest.approx(float(loss), rel=1e-5)
     assert weight["stats"]["norm"] == pytest.approx(np.linalg.norm(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["sum", "mean"])
+def test_the_compiled_step_gives_the_eager_numbers(data, loss):
+    """--compile always (one tf.function for batches 2..5, the short last one included) = --compile never."""
+    d, _ = data
+    eager, eager_arrays = _run(d, "--loss", loss, "--batch-size", "16", "--compile", "never")
+    compiled, compiled_arrays = _run(d, "--loss", loss, "--batch-size", "16", "--compile", "always")
+    assert compiled["loss"]["value"] == pytest.approx(eager["loss"]["value"], rel=1e-6)
+    # Grappler fuses and reorders float32 ops in the graph: agreement to a few float32 ulps of the
+    # largest entry (the sums over 16 rows each differ by some rounding), not bit for bit.
+    for key, value in eager_arrays.items():
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(compiled_arrays[key], value, rtol=1e-5, atol=2e-6 * scale, err_msg=key)
+    for a, b in zip(eager["pairs"][0]["outputs"], compiled["pairs"][0]["outputs"]):
+        for stat, value in a["stats"].items():
+            assert b["stats"][stat] == pytest.approx(value, rel=1e-5, abs=1e-9), (a["layer"], stat)
+    assert compiled["noise"]["b_simple"] == pytest.approx(eager["noise"]["b_simple"], rel=1e-5)
+
+
+def test_the_compiled_step_with_a_target_and_an_embedding(keras, tmp_path):
+    """Integer token inputs and a Keras loss with targets: compiled = eager = one giant batch."""
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(20, 4, name="embed")(tokens)
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    keras.Model(tokens, keras.layers.Dense(2, name="head")(h)).save(tmp_path / "e.keras")
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "t.npy", rng.integers(0, 20, size=(50, 6)).astype("int32"))
+    np.save(tmp_path / "y.npy", rng.normal(size=(50, 2)).astype("float32"))
+    runs = {}
+    for mode, batch in (("never", "50"), ("never", "8"), ("always", "8")):
+        npz = tmp_path / f"{mode}{batch}.npz"
+        result = run_cli(
+            "grad", tmp_path / "e.keras", "--all", "--input", tmp_path / "t.npy", "--target", tmp_path / "y.npy",
+            "--loss", "mse", "--batch-size", batch, "--compile", mode, "--save-npz", npz, "-f", "json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        with np.load(npz) as saved:
+            runs[mode, batch] = json.loads(result.stdout)["loss"]["value"], dict(saved)
+    giant_loss, giant = runs["never", "50"]
+    for mode in ("never", "always"):
+        loss, arrays = runs[mode, "8"]
+        assert loss == pytest.approx(giant_loss, rel=1e-5)
+        for key in ("weight/embed/embeddings", "weight/head/kernel", "weight/head/bias"):
+            np.testing.assert_allclose(arrays[key], giant[key], rtol=1e-4, atol=1e-7, err_msg=(mode, key))

@@ -116,6 +116,16 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
             click.option("--max-batches", type=click.IntRange(min=1), metavar="K", help="Stop after K batches.")
         )
         options.append(click.option("--quiet", is_flag=True, help="No progress display on stderr."))
+        options.append(
+            click.option(
+                "--compile",
+                "compile_",
+                type=click.Choice(["auto", "always", "never"]),
+                default="auto",
+                show_default=True,
+                help="Run the batches after the first as one tf.function (auto: with 4 or more batches).",
+            )
+        )
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -157,6 +167,7 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
         "target": options["target"],
         **({"training": options["training"]} if "training" in options else {}),
         **({"max_batches": options["max_batches"]} if "max_batches" in options else {}),
+        **({"compile": options["compile_"]} if "compile_" in options else {}),
         "random": options["random_"],
         "seed": options["seed"],
         "input_shape": shape_option(options["input_shape"]),

@@ -110,6 +110,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         notes=tuple(notes),
         plan=plan,
         inputs=inputs,
+        compile=data.compile,
     )
 
 

@@ -33,6 +33,7 @@ class DataOptions:
     training: bool = False
     outputs: tuple[str, ...] = ()
     max_batches: int | None = None
+    compile: str = "auto"  # the batches after the first as one tf.function: auto|always|never
 
 
 @dataclass(frozen=True)
@@ -72,5 +73,7 @@ def check_data_options(data: DataOptions) -> None:
         raise UsageProblem(f"--batch-size {data.batch_size}: must be at least 1")
     if data.max_batches is not None and data.max_batches < 1:
         raise UsageProblem(f"--max-batches {data.max_batches}: must be at least 1")
+    if data.compile not in ("auto", "always", "never"):
+        raise UsageProblem(f"--compile {data.compile}: choose auto, always or never")
     if data.input_shape is not None and any(d < 1 for d in data.input_shape):
         raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")

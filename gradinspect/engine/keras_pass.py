@@ -80,7 +80,9 @@ def keras_gradients(request: GradientRequest) -> GradReport:
     made: list[Any] = []
     if request.stages and request.plan and request.plan.n > request.plan.batch_size:
         raise GradientError("--stage2 runs on one batch: give --batch-size at least the number of samples")
-    result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
+    result, batches, noise = execute(
+        make, request.samples, request.plan, request.progress, request.sink, request.compile
+    )
     request.loss.adopt(made[-1])
     arrays: dict[str, np.ndarray] = {}
     pair_reports = _pair_reports(request, result, wanted, arrays)

@@ -40,6 +40,7 @@ class GradientRequest:
     # Where further batches are read from (a file read a slice at a time); ``arrays`` is the first.
     inputs: InputSource | None = None
     progress: Callable[[int, int, int], None] | None = field(default=None, compare=False)  # batches, total, samples
+    compile: str = "auto"  # --compile: the batches after the first as one tf.function
     sink: Callable[[dict[str, np.ndarray], int, int], None] | None = field(default=None, compare=False)  # --save-h5
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gradinspect.engine.compiled import CompiledStep, wants_compiled
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
@@ -67,6 +68,7 @@ def execute(
     plan: BatchPlan | None,
     progress: Progress | None = None,
     sink: OutputSink | None = None,
+    compile_mode: str = "auto",
 ) -> tuple[PassResult, int | None, Noise | None]:
     """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
 
@@ -77,7 +79,7 @@ def execute(
         if sink is not None:
             sink(output_arrays(result.tensors, 1.0), 0, n)
         return result, None, None
-    return run_batches(make, plan, progress, sink)
+    return run_batches(make, plan, progress, sink, compile_mode)
 
 
 def run_batches(
@@ -85,18 +87,24 @@ def run_batches(
     plan: BatchPlan,
     progress: Progress | None = None,
     sink: OutputSink | None = None,
+    compile_mode: str = "auto",
 ) -> tuple[PassResult, int, Noise | None]:
     """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
 
-    Returns the merged result, the number of batches, and the whole model's noise scale.
+    The first batch runs eagerly; with ``compile_mode`` (see :func:`wants_compiled`) the others
+    run as one compiled step. Returns the merged result, the number of batches, and the whole
+    model's noise scale.
     """
     merged: _Merged | None = None
+    step: Callable[[PassRequest], PassResult] = run_pass
     total = len(list(plan.ranges()))
     for start, stop in plan.ranges():
         request = make(start, stop)
-        result = run_pass(request)
+        result = step(request)
         if merged is None:
             merged = _Merged(result, plan, is_mean_type(request.loss))
+            if wants_compiled(compile_mode, request, total):
+                step = CompiledStep(request, result)
         merged.add(result, stop - start)
         if sink is not None:
             sink(output_arrays(result.tensors, merged.share(stop - start)), start, plan.samples)
