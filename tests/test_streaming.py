@@ -320,3 +320,48 @@ def test_the_compiled_step_with_a_target_and_an_embedding(keras, tmp_path):
         assert loss == pytest.approx(giant_loss, rel=1e-5)
         for key in ("weight/embed/embeddings", "weight/head/kernel", "weight/head/bias"):
             np.testing.assert_allclose(arrays[key], giant[key], rtol=1e-4, atol=1e-7, err_msg=(mode, key))
+
+
+def test_two_logical_cpu_devices_give_the_single_device_numbers(data, tmp_path):
+    """--devices 2 in a fresh process (TensorFlow fixes its devices when it starts) = one device."""
+    import os
+    import subprocess
+    import sys
+
+    d, _ = data
+    single, single_arrays = _run(d, "--loss", "mean", "--batch-size", "16", "--compile", "always")
+    npz = tmp_path / "two.npz"
+    args = ["grad", str(d / "m.keras"), "--all", "--input", str(d / "x.npy"), "--loss", "mean", "--batch-size", "16"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradinspect", *args, "--devices", "2", "--save-npz", str(npz), "-f", "json"],
+        capture_output=True, text=True, env=os.environ, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    two = json.loads(proc.stdout)
+    assert any("--devices 2" in n and "CPU:0, CPU:1" in n for n in two["notes"])
+    assert two["loss"]["value"] == pytest.approx(single["loss"]["value"], rel=1e-5)
+    with np.load(npz) as saved:
+        for key in ("weight/hidden/kernel", "weight/hidden/bias", "weight/out/kernel", "weight/out/bias"):
+            scale = float(np.abs(single_arrays[key]).max())
+            np.testing.assert_allclose(saved[key], single_arrays[key], rtol=1e-5, atol=2e-6 * scale, err_msg=key)
+    out = next(p for p in two["pairs"] if p["from"] == "hidden")["outputs"][0]
+    ref = single["pairs"][0]["outputs"][0]
+    assert out["layer"] == ref["layer"] == "hidden"
+    for stat, value in ref["stats"].items():
+        assert out["stats"][stat] == pytest.approx(value, rel=1e-5, abs=1e-9), stat
+    assert two["noise"]["b_simple"] == pytest.approx(single["noise"]["b_simple"], rel=1e-4)
+
+
+def test_devices_beyond_the_machine_or_after_tensorflow_started_are_one_error_line(data):
+    import os
+
+    from conftest import assert_one_error_line
+
+    d, _ = data
+    args = ("grad", d / "m.keras", "--all", "--input", d / "x.npy", "--batch-size", "16", "--devices")
+    line = assert_one_error_line(run_cli(*args, str((os.cpu_count() or 1) + 1)))
+    assert "give at most" in line
+    line = assert_one_error_line(run_cli(*args, "2"))  # this test process started TensorFlow long ago
+    assert "TensorFlow already started" in line
+    line = assert_one_error_line(run_cli(*args, "2", "--compile", "never"))
+    assert "drop --compile never" in line

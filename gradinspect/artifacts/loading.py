@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -234,13 +234,14 @@ def _tf_keras(artifact: Artifact, objects: dict[str, Any]) -> Any:
         return tf_keras.models.load_model(str(artifact.source), custom_objects=objects or None, compile=False)
 
 
-def quiet_tensorflow(*modules: str) -> None:
+def quiet_tensorflow(*modules: str, setup: Callable[[Any], None] | None = None) -> None:
     """Import TensorFlow (and the named ``keras``/``tf_keras``) once, keeping start-up chatter off stderr.
 
     TF_CPP_MIN_LOG_LEVEL does not silence absl's "log messages before InitializeLog" banner
     or the CUDA probes, which C++ writes to file descriptor 2 directly; so the imports and the
     first device query run with fd 2 pointed at a temporary file, replayed if the import fails.
     Only what is asked for is imported: Keras 3 and tf_keras each cost a second or more.
+    ``setup(tf)`` runs right after the import, before TensorFlow starts its devices (``--devices``).
     """
     wanted = ("tensorflow", *modules)
     if all(m in sys.modules for m in wanted):
@@ -253,6 +254,8 @@ def quiet_tensorflow(*modules: str) -> None:
     with _fd2_captured():
         import tensorflow as tf
 
+        if setup is not None:
+            setup(tf)
         tf.config.list_physical_devices()
         tf.add(tf.constant(1.0), 1.0)  # the first kernel launch prints a CPU-feature notice
         for name in modules:

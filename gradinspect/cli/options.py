@@ -112,20 +112,7 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
             click.option("--training", is_flag=True, help="Run layers in training mode (dropout, batch statistics).")
         )
     if batches:
-        options.append(
-            click.option("--max-batches", type=click.IntRange(min=1), metavar="K", help="Stop after K batches.")
-        )
-        options.append(click.option("--quiet", is_flag=True, help="No progress display on stderr."))
-        options.append(
-            click.option(
-                "--compile",
-                "compile_",
-                type=click.Choice(["auto", "always", "never"]),
-                default="auto",
-                show_default=True,
-                help="Run the batches after the first as one tf.function (auto: with 4 or more batches).",
-            )
-        )
+        options.extend(_batch_options())
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -133,6 +120,28 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
         return fn
 
     return decorate
+
+
+def _batch_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """``--max-batches``, ``--quiet``, ``--compile`` and ``--devices``: how many batches run, and how."""
+    return [
+        click.option("--max-batches", type=click.IntRange(min=1), metavar="K", help="Stop after K batches."),
+        click.option("--quiet", is_flag=True, help="No progress display on stderr."),
+        click.option(
+            "--compile",
+            "compile_",
+            type=click.Choice(["auto", "always", "never"]),
+            default="auto",
+            show_default=True,
+            help="Run the batches after the first as one tf.function (auto: with 4 or more batches).",
+        ),
+        click.option(
+            "--devices",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Run the compiled step across N devices (GPUs, else logical CPU devices).",
+        ),
+    ]
 
 
 def _loss_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
@@ -168,6 +177,7 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
         **({"training": options["training"]} if "training" in options else {}),
         **({"max_batches": options["max_batches"]} if "max_batches" in options else {}),
         **({"compile": options["compile_"]} if "compile_" in options else {}),
+        **({"devices": options["devices"]} if options.get("devices") else {}),
         "random": options["random_"],
         "seed": options["seed"],
         "input_shape": shape_option(options["input_shape"]),

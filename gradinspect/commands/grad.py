@@ -11,6 +11,7 @@ from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
 from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
+from gradinspect.engine.distributed import device_strategy, devices_note
 from gradinspect.engine.inputs import RandomDraw, output_targets
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import check_loss_spec, compiled_losses
@@ -65,12 +66,21 @@ def inspect_gradients(
     subclasses for every expected failure; options that need no model are checked first.
     """
     grad_opts, data, model_opts = checked_options(inputs, options)
+    strategy = device_strategy(data.devices) if data.devices else None  # before TensorFlow starts
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
     names = signature_output_names(signature) if signature else output_names(loaded.model)
-    request = replace(_request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink)
+    request = replace(
+        _request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink, strategy=strategy
+    )
+    if strategy is not None:
+        request = replace(request, notes=(*request.notes, devices_note(strategy)))
     if signature is not None:
+        if strategy is not None:
+            raise GradientError(
+                f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
+            )
         if grad_opts.stage2 is not None:
             raise GradientError(
                 f"{loaded.artifact.path}: --stage2 needs layers (act/out); a SavedModel without Keras metadata has none"

@@ -34,6 +34,7 @@ class DataOptions:
     outputs: tuple[str, ...] = ()
     max_batches: int | None = None
     compile: str = "auto"  # the batches after the first as one tf.function: auto|always|never
+    devices: int | None = None  # the compiled step across N devices (tf.distribute.MirroredStrategy)
 
 
 @dataclass(frozen=True)
@@ -75,5 +76,9 @@ def check_data_options(data: DataOptions) -> None:
         raise UsageProblem(f"--max-batches {data.max_batches}: must be at least 1")
     if data.compile not in ("auto", "always", "never"):
         raise UsageProblem(f"--compile {data.compile}: choose auto, always or never")
+    if data.devices is not None and data.devices < 1:
+        raise UsageProblem(f"--devices {data.devices}: must be at least 1")
+    if data.devices is not None and data.compile == "never":
+        raise UsageProblem("--devices runs the compiled step; drop --compile never")
     if data.input_shape is not None and any(d < 1 for d in data.input_shape):
         raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")

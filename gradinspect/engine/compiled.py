@@ -10,6 +10,7 @@ retrace. Gradients leave the graph as float32 and are accumulated on the host in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +31,54 @@ def wants_compiled(mode: str, request: PassRequest, batches: int) -> bool:
     return mode == "always" or batches >= AUTO_BATCHES
 
 
+def step_function(first_request: PassRequest, first: PassResult) -> Callable[..., tuple[Any, list[Any]]]:
+    """``step(feeds, targets, scale) -> (scale · loss, its gradients)``: what the first batch's pass
+    computed, as a function of tensors (``targets``: those of the terms that take one)."""
+    import tensorflow as tf
+
+    subject = first_request.subject
+    order = [(tg.name, tg.call, tg.index) for tg in first.tensors]
+    variables = [v for *_, v in subject.variables()]
+    resolved = list(first_request.loss.ran)  # --loss auto as the first batch resolved it
+    template = first_request.loss
+
+    def step(feeds: dict[str, Any], given: list[Any], scale: Any) -> tuple[Any, list[Any]]:
+        supplied = iter(given)
+        targets = [None if t.target is None else next(supplied) for t in template.terms]
+        with tf.GradientTape() as tape:
+            for t in feeds.values():
+                if t.dtype.is_floating:
+                    tape.watch(t)
+            outputs, recorded = subject.forward(feeds, [tape])
+            terms = [Term(t.index, t.name, s, t.weight, y) for t, s, y in zip(template.terms, resolved, targets)]
+            loss = Objective(terms, template.requested)(outputs)
+            loss = loss * tf.cast(scale, loss.dtype)
+        sources = [recorded[n][c][j] for n, c, j in order] + variables
+        return loss, tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
+
+    return step
+
+
+def batch_tensors(request: PassRequest) -> tuple[dict[str, Any], list[Any]]:
+    """A batch's feeds and (for the terms that take one) targets, as tensors."""
+    import tensorflow as tf
+
+    feeds = {k: tf.convert_to_tensor(v) for k, v in request.feeds.items()}
+    return feeds, [tf.convert_to_tensor(t.target) for t in request.loss.terms if t.target is not None]
+
+
+def as_result(first: PassResult, loss: float, grads: list[Any]) -> PassResult:
+    """The first batch's result with another batch's loss and gradients (numpy, or None)."""
+    n = len(first.tensors)
+    tensors = tuple(TensorGradient(tg.name, tg.call, tg.index, tg.tensor, a) for tg, a in zip(first.tensors, grads))
+    variables = tuple(VariableGradient(vg.group, vg.name, vg.variable, a) for vg, a in zip(first.variables, grads[n:]))
+    return replace(first, loss_value=loss, tensors=tensors, variables=variables)
+
+
+def failed(request: PassRequest, exc: Exception) -> GradientError:
+    return GradientError(f"{request.subject.label} failed (compiled step): {first_line(exc)}")
+
+
 class CompiledStep:
     """Callable on a batch's :class:`PassRequest`: its :class:`PassResult`, from the compiled step."""
 
@@ -37,48 +86,22 @@ class CompiledStep:
         import tensorflow as tf
 
         self.first = first
-        subject = first_request.subject
-        order = [(tg.name, tg.call, tg.index) for tg in first.tensors]
-        variables = [v for *_, v in subject.variables()]
-        resolved = list(first_request.loss.ran)  # --loss auto as the first batch resolved it
-        template = first_request.loss
-
-        def step(feeds: dict[str, Any], given: list[Any]) -> tuple[Any, list[Any]]:
-            supplied = iter(given)  # the terms' targets, for those that take one
-            targets = [None if t.target is None else next(supplied) for t in template.terms]
-            with tf.GradientTape() as tape:
-                for t in feeds.values():
-                    if t.dtype.is_floating:
-                        tape.watch(t)
-                outputs, recorded = subject.forward(feeds, [tape])
-                terms = [Term(t.index, t.name, s, t.weight, y) for t, s, y in zip(template.terms, resolved, targets)]
-                loss = Objective(terms, template.requested)(outputs)
-            sources = [recorded[n][c][j] for n, c, j in order] + variables
-            return loss, tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)
-
         feed_specs = {k: _free_batch(v) for k, v in first_request.feeds.items()}
-        target_specs = [_free_batch(t.target) for t in template.terms if t.target is not None]
-        self._fn = tf.function(step, input_signature=(feed_specs, target_specs), reduce_retracing=True)
+        target_specs = [_free_batch(t.target) for t in first_request.loss.terms if t.target is not None]
+        signature = (feed_specs, target_specs, tf.TensorSpec((), tf.float32))
+        self._fn = tf.function(step_function(first_request, first), input_signature=signature, reduce_retracing=True)
 
     def __call__(self, request: PassRequest) -> PassResult:
         import numpy as np
         import tensorflow as tf
 
-        feeds = {k: tf.convert_to_tensor(v) for k, v in request.feeds.items()}
-        targets = [tf.convert_to_tensor(t.target) for t in request.loss.terms if t.target is not None]
+        feeds, targets = batch_tensors(request)
         try:
-            loss, grads = self._fn(feeds, targets)
+            loss, grads = self._fn(feeds, targets, tf.constant(1.0))
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            raise GradientError(f"{request.subject.label} failed (compiled step): {first_line(exc)}") from exc
+            raise failed(request, exc) from exc
         arrays = [None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in grads]
-        n = len(self.first.tensors)
-        tensors = tuple(
-            TensorGradient(tg.name, tg.call, tg.index, tg.tensor, a) for tg, a in zip(self.first.tensors, arrays)
-        )
-        variables = tuple(
-            VariableGradient(vg.group, vg.name, vg.variable, a) for vg, a in zip(self.first.variables, arrays[n:])
-        )
-        return replace(self.first, loss_value=float(loss.numpy()), tensors=tensors, variables=variables)
+        return as_result(self.first, float(loss.numpy()), arrays)
 
 
 def _free_batch(array: Any) -> Any:

@@ -81,7 +81,7 @@ def keras_gradients(request: GradientRequest) -> GradReport:
     if request.stages and request.plan and request.plan.n > request.plan.batch_size:
         raise GradientError("--stage2 runs on one batch: give --batch-size at least the number of samples")
     result, batches, noise = execute(
-        make, request.samples, request.plan, request.progress, request.sink, request.compile
+        make, request.samples, request.plan, request.progress, request.sink, request.compile, request.strategy
     )
     request.loss.adopt(made[-1])
     arrays: dict[str, np.ndarray] = {}

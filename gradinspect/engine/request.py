@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ class GradientRequest:
     inputs: InputSource | None = None
     progress: Callable[[int, int, int], None] | None = field(default=None, compare=False)  # batches, total, samples
     compile: str = "auto"  # --compile: the batches after the first as one tf.function
+    strategy: Any = field(default=None, compare=False)  # --devices: a tf.distribute.MirroredStrategy
     sink: Callable[[dict[str, np.ndarray], int, int], None] | None = field(default=None, compare=False)  # --save-h5
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:

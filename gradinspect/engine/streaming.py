@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from gradinspect.engine.compiled import CompiledStep, wants_compiled
+from gradinspect.engine.distributed import DistributedStep
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
@@ -69,6 +71,7 @@ def execute(
     progress: Progress | None = None,
     sink: OutputSink | None = None,
     compile_mode: str = "auto",
+    strategy: Any = None,
 ) -> tuple[PassResult, int | None, Noise | None]:
     """One pass over all ``n`` samples, or (with a plan of several batches) every batch merged.
 
@@ -79,7 +82,7 @@ def execute(
         if sink is not None:
             sink(output_arrays(result.tensors, 1.0), 0, n)
         return result, None, None
-    return run_batches(make, plan, progress, sink, compile_mode)
+    return run_batches(make, plan, progress, sink, (compile_mode, strategy))
 
 
 def run_batches(
@@ -87,12 +90,13 @@ def run_batches(
     plan: BatchPlan,
     progress: Progress | None = None,
     sink: OutputSink | None = None,
-    compile_mode: str = "auto",
+    compiled: tuple[str, Any] = ("auto", None),
 ) -> tuple[PassResult, int, Noise | None]:
     """Run every batch of ``plan`` (``make(start, stop)`` builds its request) and merge the results.
 
-    The first batch runs eagerly; with ``compile_mode`` (see :func:`wants_compiled`) the others
-    run as one compiled step. Returns the merged result, the number of batches, and the whole
+    The first batch runs eagerly; by ``compiled`` = (``--compile`` mode, a tf.distribute strategy
+    or None; see :func:`wants_compiled`) the others run as one compiled step, on one device or
+    across the strategy's. Returns the merged result, the number of batches, and the whole
     model's noise scale.
     """
     merged: _Merged | None = None
@@ -103,8 +107,7 @@ def run_batches(
         result = step(request)
         if merged is None:
             merged = _Merged(result, plan, is_mean_type(request.loss))
-            if wants_compiled(compile_mode, request, total):
-                step = CompiledStep(request, result)
+            step = _later_step(request, result, compiled, total, merged.mean_type)
         merged.add(result, stop - start)
         if sink is not None:
             sink(output_arrays(result.tensors, merged.share(stop - start)), start, plan.samples)
@@ -112,6 +115,17 @@ def run_batches(
             progress(merged.batches, total, stop)  # (batches done, total, samples done)
     assert merged is not None
     return merged.result(), merged.batches, merged.total_noise()
+
+
+def _later_step(
+    request: PassRequest, first: PassResult, compiled: tuple[str, Any], batches: int, mean_type: bool
+) -> Callable[[PassRequest], PassResult]:
+    mode, strategy = compiled
+    if strategy is not None:
+        if not wants_compiled("always", request, batches):
+            raise GradientError("--devices runs the compiled step, which needs a Keras model without --stage2")
+        return DistributedStep(request, first, strategy, mean_type)
+    return CompiledStep(request, first) if wants_compiled(mode, request, batches) else run_pass
 
 
 def output_arrays(tensors: tuple[TensorGradient, ...], scale: float) -> dict[str, np.ndarray]:
