@@ -365,3 +365,5 @@ def test_devices_beyond_the_machine_or_after_tensorflow_started_are_one_error_li
     assert "TensorFlow already started" in line
     line = assert_one_error_line(run_cli(*args, "2", "--compile", "never"))
     assert "drop --compile never" in line
+    line = assert_one_error_line(run_cli(*args, "2", "--stage2", "seed"))
+    assert "--stage2 runs eagerly" in line

@@ -21,7 +21,7 @@ from gradinspect.engine.signatures import savedmodel_signature, signature_gradie
 from gradinspect.engine.source import prepare_source
 from gradinspect.engine.stages import parse_stages
 from gradinspect.engine.streaming import BatchPlan
-from gradinspect.errors import GradientError
+from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.report import GradReport, InputSpec
 
 
@@ -50,6 +50,8 @@ def checked_options(inputs: Any, options: dict[str, Any]) -> tuple[GradOptions, 
     check_loss_spec(data.loss, data.target is not None or any("=" in o for o in data.outputs))
     # The expressions' syntax and names, before loading; y0..yN are checked again once N is known.
     parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, _ANY_OUTPUTS, data.target is not None)
+    if data.devices and grad_opts.stage2 is not None:
+        raise UsageProblem("--devices runs the compiled step; --stage2 runs eagerly on one device: drop one of them")
     return grad_opts, data, model_opts
 
 
