@@ -367,3 +367,51 @@ def test_devices_beyond_the_machine_or_after_tensorflow_started_are_one_error_li
     assert "drop --compile never" in line
     line = assert_one_error_line(run_cli(*args, "2", "--stage2", "seed"))
     assert "--stage2 runs eagerly" in line
+
+
+@pytest.mark.parametrize("kind", ["npy", "h5"])
+def test_targets_stream_aligned_with_the_inputs(data, tmp_path, kind):
+    """--target read batch by batch, --samples applied to it as to the inputs: one giant batch's mse."""
+    import h5py
+    import tensorflow as tf
+
+    d, model = data
+    y = np.random.default_rng(4).normal(size=(70, 3)).astype("float32")
+    if kind == "npy":
+        np.save(tmp_path / "y.npy", y)
+        spec = str(tmp_path / "y.npy")
+    else:
+        with h5py.File(tmp_path / "y.h5", "w") as h5:
+            h5["y"] = y
+        spec = f"{tmp_path / 'y.h5'}:y"
+    report, arrays = _run(d, "--loss", "mse", "--target", spec, "--samples", "10:60", "--batch-size", "16")
+    assert report["inputs"]["batches"] == 4  # 50 samples: 16, 16, 16, 2
+    x = np.load(d / "x.npy")[10:60]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x) - y[10:60]))  # mse over the 50 selected rows
+    expected = tape.gradient(loss, model.get_layer("out").kernel).numpy()
+    assert report["loss"]["value"] == pytest.approx(float(loss), rel=1e-5)
+    np.testing.assert_allclose(arrays["weight/out/kernel"], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_a_target_larger_than_max_memory_is_read_a_batch_at_a_time(keras, tmp_path):
+    """Input and target each declare more than --max-memory: read whole they would be refused."""
+    keras.utils.set_random_seed(5)
+    x_in = keras.Input((5,), name="x")
+    model = keras.Model(x_in, keras.layers.Dense(3, name="out")(x_in))
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(80_000, 5)).astype("float32"), rng.normal(size=(80_000, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)  # 0.9 MiB
+    result = run_cli(
+        "grad", tmp_path / "m.keras", "--all", "--input", tmp_path / "x.npy", "--target", tmp_path / "y.npy",
+        "--loss", "mse", "--batch-size", "8000", "--max-memory", "900K", "-f", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = np.mean(
+        (x.astype(np.float64) @ model.get_layer("out").kernel.numpy() + model.get_layer("out").bias.numpy() - y) ** 2
+    )
+    assert report["inputs"]["batches"] == 10
+    assert report["loss"]["value"] == pytest.approx(expected, rel=1e-5)

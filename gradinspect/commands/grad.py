@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
@@ -116,7 +118,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         (),
         data.loss,
         objective,
-        targets[0] if len(targets) == 1 else None,
+        np.asarray(targets[0][: plan.batch_size]) if len(targets) == 1 else None,  # stage 2: one batch
         data.training,
         source=source,
         notes=tuple(notes),

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.engine.readers import read_arrays
+from gradinspect.artifacts import limits
+from gradinspect.engine.readers import lazy_columns, read_arrays
 from gradinspect.errors import InputDataError
+from gradinspect.formatting import first_line
 from gradinspect.formatting import shape as shape_text
 from gradinspect.report import InputSpec
 
@@ -199,10 +201,56 @@ def output_targets(
     return aimed, targets
 
 
-def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, batch: int) -> np.ndarray:
-    """A target array (read if it is a file spec), cut by --samples/--batch-size like the inputs."""
-    array = read_arrays(str(target), ["target"])["target"] if isinstance(target, (str, Path)) else np.asarray(target)
+def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, batch: int) -> Any:
+    """A target (a file spec is read lazily where its format allows: :class:`TargetRows`), cut by
+    --samples/--batch-size like the inputs."""
+    if isinstance(target, (str, Path)):
+        lazy = lazy_columns(str(target), ["target"])
+        array = TargetRows(lazy["target"], label) if lazy else read_arrays(str(target), ["target"])["target"]
+    else:
+        array = np.asarray(target)
     array = select({"target": array}, samples, batch_size)["target"]
     if array.shape[0] != batch:
         raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
     return array
+
+
+class TargetRows:
+    """A target file's rows (``.npy`` or an HDF5 dataset), read only when a batch needs them.
+
+    Slicing gives another view without reading; ``np.asarray`` reads the view's rows (bounded by
+    ``--max-memory``), so each batch's targets are read with its inputs, aligned by sample."""
+
+    def __init__(self, column: Any, label: str, start: int = 0, n: int | None = None) -> None:
+        self.column, self.label, self.start = column, label, start
+        self.n = int(column.shape[0]) - start if n is None else n
+        self.dtype = np.dtype(column.dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, *(int(d) for d in self.column.shape[1:]))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: slice) -> TargetRows:
+        start, stop, step = key.indices(self.n)
+        if step != 1:
+            raise TypeError("target rows are sliced contiguously")
+        return TargetRows(self.column, self.label, self.start + start, max(0, stop - start))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        row = math.prod(self.shape[1:]) * self.dtype.itemsize
+        limits.ensure_within(self.n * row, limits.max_memory(), f"{self.label}: one batch of targets")
+        try:
+            rows = np.asarray(self.column[self.start : self.start + self.n])
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a file cut short or changed under us
+            where = f"samples {self.start}:{self.start + self.n}"
+            raise InputDataError(
+                f"{self.label}: cannot read {where} ({type(exc).__name__}: {first_line(exc, 200)})"
+            ) from exc
+        return rows if dtype is None else rows.astype(dtype)

@@ -58,7 +58,7 @@ class Objective:
     def rows(self, start: int, stop: int) -> Objective:
         """The same objective for samples ``start:stop`` (its targets cut to them)."""
         terms = [
-            Term(t.index, t.name, t.spec, t.weight, None if t.target is None else t.target[start:stop])
+            Term(t.index, t.name, t.spec, t.weight, None if t.target is None else np.asarray(t.target[start:stop]))
             for t in self.terms
         ]
         return Objective(terms, self.requested, self._fixed_notes)

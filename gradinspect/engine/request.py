@@ -54,7 +54,7 @@ class GradientRequest:
             feeds = self.inputs.rows(start, stop)
         else:
             feeds = {k: v[start:stop] for k, v in self.arrays.items()}
-        return feeds, self.loss if (start, stop) == (0, self.samples) else self.loss.rows(start, stop)
+        return feeds, self.loss.rows(start, stop)  # targets read (a file's rows) with the inputs
 
     @property
     def samples(self) -> int:
