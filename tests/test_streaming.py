@@ -415,3 +415,14 @@ def test_a_target_larger_than_max_memory_is_read_a_batch_at_a_time(keras, tmp_pa
     )
     assert report["inputs"]["batches"] == 10
     assert report["loss"]["value"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_check_says_how_many_batches_ran(data):
+    d, _ = data
+    args = ("check", d / "m.keras", "--input", d / "x.npy", "--batch-size", "16")
+    result = run_cli(*args, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["inputs"]["batches"] == 5
+    for fmt in ("table", "markdown"):
+        result = run_cli(*args, "-f", fmt)
+        assert result.exit_code == 0 and "5 batches of 16" in result.stdout, (fmt, result.stdout[:300])

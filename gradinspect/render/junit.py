@@ -24,7 +24,7 @@ def check(report: CheckReport, options: RenderOptions) -> str:
     for name, value in (
         ("model", report.grad.model.path),
         ("loss", f"{report.grad.loss_spec} = {report.grad.loss_value!r}"),
-        ("inputs", f"{report.grad.input_source}, batch {report.grad.batch_size}"),
+        ("inputs", f"{report.grad.input_source}, {report.grad.batches_text}"),
         ("inputs_fingerprint", report.grad.input_fingerprint or ""),
     ):
         ET.SubElement(props, "property", name=name, value=value)

@@ -30,7 +30,7 @@ def _render_grad(report: Any) -> str:
         f"### Gradients of {_code(report.model.path)}",
         "",
         f"loss {_code(report.loss_spec)} = {report.loss_value:.6g} · input {_cell(report.input_source)}, "
-        f"batch {report.batch_size} · {mode} mode",
+        f"{report.batches_text} · {mode} mode",
         "",
     ]
     for pair in report.pairs:
@@ -95,7 +95,7 @@ def _render_check(report: Any) -> str:
     lines = [
         f"### {mark} gradinspect check {_code(g.model.path)}: {report.summary()}",
         "",
-        f"loss {_code(g.loss_spec)} = {g.loss_value:.6g} · input {_cell(g.input_source)}, batch {g.batch_size}",
+        f"loss {_code(g.loss_spec)} = {g.loss_value:.6g} · input {_cell(g.input_source)}, {g.batches_text}",
         "",
         *(f"> note: {_cell(n)}\n" for n in g.notes),
         "| Rule | Checks | Failed |",

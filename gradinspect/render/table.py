@@ -75,7 +75,7 @@ def _grad(console: Console, report) -> None:
         Text.assemble(
             Text(m.path, style="bold"),
             f"  loss {report.loss_spec} = {report.loss_value:.6g}  ·  input {report.input_source}, "
-            + (f"{report.batches} batches of {report.batch_size}" if report.batches else f"batch {report.batch_size}")
+            + report.batches_text
             + f"  ·  {mode} mode",
         )
     )
@@ -289,7 +289,7 @@ def _check(console: Console, report) -> None:
     console.print(
         Text.assemble(
             Text(g.model.path, style="bold"),
-            f"  loss {g.loss_spec} = {g.loss_value:.6g}  ·  input {g.input_source}, batch {g.batch_size}",
+            f"  loss {g.loss_spec} = {g.loss_value:.6g}  ·  input {g.input_source}, {g.batches_text}",
         )
     )
     for note in g.notes:

@@ -52,6 +52,7 @@ class CheckReport(JsonMixin):
             (
                 ("source", "grad.input_source"),
                 ("batch_size", "grad.batch_size"),
+                ("batches?", "grad.batches"),
                 ("training", "grad.training"),
                 ("fingerprint", "grad.input_fingerprint"),
             ),

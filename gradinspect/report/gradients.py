@@ -186,3 +186,8 @@ class GradReport(JsonMixin):
     input_fingerprint: str | None = None
     batches: int | None = None  # set when the data ran in several batches
     noise: Noise | None = None  # the whole model's noise scale, over several batches
+
+    @property
+    def batches_text(self) -> str:
+        """How the data ran, for headers: ``20 batches of 32`` or ``batch 32``."""
+        return f"{self.batches} batches of {self.batch_size}" if self.batches else f"batch {self.batch_size}"
