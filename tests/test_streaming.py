@@ -415,6 +415,27 @@ def test_a_target_larger_than_max_memory_is_read_a_batch_at_a_time(keras, tmp_pa
     )
     assert report["inputs"]["batches"] == 10
     assert report["loss"]["value"] == pytest.approx(expected, rel=1e-5)
+    from conftest import assert_one_error_line
+
+    np.savez(tmp_path / "y.npz", target=y)  # an .npz is read whole: refused, naming --target
+    line = assert_one_error_line(
+        run_cli(
+            "grad",
+            tmp_path / "m.keras",
+            "--all",
+            "--input",
+            tmp_path / "x.npy",
+            "--target",
+            tmp_path / "y.npz",
+            "--loss",
+            "mse",
+            "--batch-size",
+            "8000",
+            "--max-memory",
+            "900K",
+        )  # fmt: skip
+    )
+    assert line.startswith(f"Error: --target {tmp_path / 'y.npz'}: ") and "--max-memory" in line
 
 
 def test_check_says_how_many_batches_ran(data):

@@ -12,7 +12,7 @@ import numpy as np
 
 from gradinspect.artifacts import limits
 from gradinspect.engine.readers import lazy_columns, read_arrays
-from gradinspect.errors import InputDataError
+from gradinspect.errors import GradinspectError, InputDataError
 from gradinspect.formatting import first_line
 from gradinspect.formatting import shape as shape_text
 from gradinspect.report import InputSpec
@@ -205,14 +205,25 @@ def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, b
     """A target (a file spec is read lazily where its format allows: :class:`TargetRows`), cut by
     --samples/--batch-size like the inputs."""
     if isinstance(target, (str, Path)):
-        lazy = lazy_columns(str(target), ["target"])
-        array = TargetRows(lazy["target"], label) if lazy else read_arrays(str(target), ["target"])["target"]
+        array = _read_target(str(target), label)
     else:
         array = np.asarray(target)
     array = select({"target": array}, samples, batch_size)["target"]
     if array.shape[0] != batch:
         raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
     return array
+
+
+def _read_target(spec: str, label: str) -> Any:
+    """A target file, lazily where its format allows; errors name the target's option, not --input."""
+    try:
+        lazy = lazy_columns(spec, ["target"])
+        return TargetRows(lazy["target"], label) if lazy else read_arrays(spec, ["target"])["target"]
+    except GradinspectError as exc:  # the readers speak of --input
+        message, prefix = str(exc), f"--input {spec}"
+        if not message.startswith(prefix):
+            raise
+        raise type(exc)(label + message[len(prefix) :]) from exc
 
 
 class TargetRows:
