@@ -89,7 +89,9 @@ class CompiledStep:
         feed_specs = {k: _free_batch(v) for k, v in first_request.feeds.items()}
         target_specs = [_free_batch(t.target) for t in first_request.loss.terms if t.target is not None]
         signature = (feed_specs, target_specs, tf.TensorSpec((), tf.float32))
-        self._fn = tf.function(step_function(first_request, first), input_signature=signature, reduce_retracing=True)
+        fn = tf.function(step_function(first_request, first), input_signature=signature, reduce_retracing=True)
+        # Traced once, here; calling the concrete function skips tf.function's per-call dispatch.
+        self._fn = fn.get_concrete_function(*signature)
 
     def __call__(self, request: PassRequest) -> PassResult:
         import numpy as np
