@@ -15,7 +15,14 @@ from dataclasses import replace
 from typing import Any
 
 from gradinspect.engine.objective import Objective, Term
-from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult, TensorGradient, VariableGradient
+from gradinspect.engine.passes import (
+    KerasSubject,
+    PassRequest,
+    PassResult,
+    TensorGradient,
+    VariableGradient,
+    to_numpy,
+)
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
 
@@ -94,7 +101,6 @@ class CompiledStep:
         self._fn = fn.get_concrete_function(*signature)
 
     def __call__(self, request: PassRequest) -> PassResult:
-        import numpy as np
         import tensorflow as tf
 
         feeds, targets = batch_tensors(request)
@@ -102,7 +108,7 @@ class CompiledStep:
             loss, grads = self._fn(feeds, targets, tf.constant(1.0))
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise failed(request, exc) from exc
-        arrays = [None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in grads]
+        arrays = [None if g is None else to_numpy(g) for g in grads]
         return as_result(self.first, float(loss.numpy()), arrays)
 
 

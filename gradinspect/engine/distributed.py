@@ -21,7 +21,7 @@ import numpy as np
 
 from gradinspect.artifacts.loading import quiet_tensorflow
 from gradinspect.engine.compiled import as_result, batch_tensors, failed, step_function
-from gradinspect.engine.passes import PassRequest, PassResult, run_pass
+from gradinspect.engine.passes import PassRequest, PassResult, run_pass, to_numpy
 from gradinspect.errors import UsageProblem
 
 
@@ -107,13 +107,11 @@ class DistributedStep:
         return float(sum(np.float64(v.numpy()) for v in self.strategy.experimental_local_results(loss)))
 
     def _gathered(self, grads: list[Any]) -> list[np.ndarray | None]:
-        import tensorflow as tf
-
         n_tensors = len(self.first.tensors)
         out: list[np.ndarray | None] = []
         for i, g in enumerate(grads):
             results = [] if g is None else self.strategy.experimental_local_results(g)
-            local = [np.asarray(tf.convert_to_tensor(x)) for x in results]  # IndexedSlices densified
+            local = [to_numpy(x) for x in results]
             if not local:
                 out.append(None)
             elif i < n_tensors:  # per-sample: the devices' rows, in order

@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts import limits
-from gradinspect.engine.readers import lazy_columns, read_arrays
+from gradinspect.engine.readers import lazy_columns, read_arrays, read_rows
 from gradinspect.errors import GradinspectError, InputDataError
-from gradinspect.formatting import first_line
 from gradinspect.formatting import shape as shape_text
 from gradinspect.report import InputSpec
 
@@ -257,11 +256,5 @@ class TargetRows:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         row = math.prod(self.shape[1:]) * self.dtype.itemsize
         limits.ensure_within(self.n * row, limits.max_memory(), f"{self.label}: one batch of targets")
-        try:
-            rows = np.asarray(self.column[self.start : self.start + self.n])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a file cut short or changed under us
-            where = f"samples {self.start}:{self.start + self.n}"
-            raise InputDataError(
-                f"{self.label}: cannot read {where} ({type(exc).__name__}: {first_line(exc, 200)})"
-            ) from exc
+        rows = read_rows(self.column, self.start, self.start + self.n, self.label)
         return rows if dtype is None else rows.astype(dtype)

@@ -138,7 +138,7 @@ def run_pass(request: PassRequest) -> PassResult:
         for pair, chosen in zip(staged, request.stage2_variables)
     )
     del tape  # the forward pass's intermediate tensors can go before the gradients are copied out
-    arrays = [None if g is None else _numpy(g) for g in grads]
+    arrays = [None if g is None else to_numpy(g) for g in grads]
     return PassResult(
         float(loss_value.numpy()),
         tuple(outputs),
@@ -168,7 +168,8 @@ def _stage2_grads(tape: Any, pair: Any, chosen: tuple[tuple[str, str, Any], ...]
     return tape.gradient(pair.stage2_value, [v for *_, v in chosen], unconnected_gradients=tf.UnconnectedGradients.NONE)
 
 
-def _numpy(g: Any) -> np.ndarray:
+def to_numpy(g: Any) -> np.ndarray:
+    """A gradient as a numpy array (an IndexedSlices densified), sharing the tensor's buffer."""
     # An Embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
     # np.asarray shares the tensor's buffer (read-only) where .numpy() would copy it.
     import tensorflow as tf

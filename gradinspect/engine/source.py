@@ -13,9 +13,8 @@ import numpy as np
 
 from gradinspect.artifacts import limits
 from gradinspect.engine.inputs import RandomDraw, check_arrays, random_arrays
-from gradinspect.engine.readers import lazy_columns, read_arrays
+from gradinspect.engine.readers import lazy_columns, read_arrays, read_rows
 from gradinspect.errors import InputDataError
-from gradinspect.formatting import first_line
 from gradinspect.report import InputSpec
 
 _NONFINITE = re.compile(r"^input '(.+)' holds (\d+) NaN/Inf value\(s\)$")
@@ -51,14 +50,8 @@ class InputSource:
         """Samples ``start:stop`` of the selection, read, checked against the model and cast."""
         row_bytes = sum(math.prod(col.shape[1:]) * np.dtype(col.dtype).itemsize for col in self.columns.values())
         limits.ensure_within((stop - start) * row_bytes, limits.max_memory(), f"{self.label}: one batch")
-        try:
-            window = slice(self.start + start, self.start + stop)
-            part = {name: np.asarray(col[window]) for name, col in self.columns.items()}
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a file cut short or changed under us
-            rows = f"samples {self.start + start}:{self.start + stop}"
-            raise InputDataError(
-                f"{self.label}: cannot read {rows} ({type(exc).__name__}: {first_line(exc, 200)})"
-            ) from exc
+        a, b = self.start + start, self.start + stop
+        part = {name: read_rows(col, a, b, self.label) for name, col in self.columns.items()}
         arrays, notes = check_arrays(part, self.specs, self.label)
         for note in notes:
             found = _NONFINITE.match(note)
