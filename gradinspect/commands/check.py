@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,18 @@ BASELINE_VERSION = 2
 
 
 def _weights(grad: GradReport) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for pair in grad.pairs:
-        for w in pair.weights:
-            found.setdefault(w.key, w)
-    return found
+    return _by_key(w for pair in grad.pairs for w in pair.weights)
 
 
 def _outputs(grad: GradReport) -> dict[str, Any]:
+    return _by_key(o for pair in grad.pairs for o in pair.outputs)
+
+
+def _by_key(entries: Iterable[Any]) -> dict[str, Any]:
+    """Entries by their ``--save-npz`` key, the first of each (pairs share layers)."""
     found: dict[str, Any] = {}
-    for pair in grad.pairs:
-        for o in pair.outputs:
-            found.setdefault(o.key, o)
+    for entry in entries:
+        found.setdefault(entry.key, entry)
     return found
 
 

@@ -31,9 +31,14 @@ COMPILE_MODES = ("auto", "always", "never")
 AUTO_BATCHES = 4
 
 
+def compilable(request: PassRequest) -> bool:
+    """Whether the compiled step can compute this pass: a Keras model without stage 2."""
+    return request.stages is None and isinstance(request.subject, KerasSubject)
+
+
 def wants_compiled(mode: str, request: PassRequest, batches: int) -> bool:
-    """Whether the batches after the first run compiled: a Keras model without stage 2, by ``mode``."""
-    if mode == "never" or request.stages is not None or not isinstance(request.subject, KerasSubject):
+    """Whether the batches after the first run compiled, by ``mode`` (auto: ``AUTO_BATCHES`` or more)."""
+    if mode == "never" or not compilable(request):
         return False
     return mode == "always" or batches >= AUTO_BATCHES
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.engine.compiled import CompiledStep, wants_compiled
+from gradinspect.engine.compiled import CompiledStep, compilable, wants_compiled
 from gradinspect.engine.distributed import DistributedStep
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
@@ -110,7 +110,7 @@ def run_batches(
             step = _later_step(request, result, compiled, total, merged.mean_type)
         merged.add(result, stop - start)
         if sink is not None:
-            sink(output_arrays(result.tensors, merged.share(stop - start)), start, plan.samples)
+            sink(output_arrays(result.tensors, merged.share(stop - start)), start, merged.used)
         if progress is not None:
             progress(merged.batches, total, stop)  # (batches done, total, samples done)
     assert merged is not None
@@ -122,7 +122,7 @@ def _later_step(
 ) -> Callable[[PassRequest], PassResult]:
     mode, strategy = compiled
     if strategy is not None:
-        if not wants_compiled("always", request, batches):
+        if not compilable(request):
             raise GradientError("--devices runs the compiled step, which needs a Keras model without --stage2")
         return DistributedStep(request, first, strategy, mean_type)
     return CompiledStep(request, first) if wants_compiled(mode, request, batches) else run_pass
