@@ -42,6 +42,11 @@ _HEADINGS = re.compile(
 _LAYER = re.compile(r"calling layer ['\"]?([^'\"]+)['\"]? \(type (\w+)\)")
 
 
+def summed_over(batches: int | None) -> str:
+    """Said after a stage-2 value taken over several batches: it is the sum of theirs."""
+    return f"; summed over {batches} batches" if batches else ""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The informative line of an exception, at most ``limit`` characters.
 

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
@@ -118,7 +116,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         (),
         data.loss,
         objective,
-        np.asarray(targets[0][: plan.batch_size]) if len(targets) == 1 else None,  # stage 2: one batch
+        targets[0] if len(targets) == 1 else None,  # stage 2's target (all rows, read a batch at a time)
         data.training,
         source=source,
         notes=tuple(notes),

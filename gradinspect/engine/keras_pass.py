@@ -73,13 +73,11 @@ def keras_gradients(request: GradientRequest) -> GradReport:
 
     def make(start: int, stop: int) -> PassRequest:
         feeds, objective = request.batch(start, stop)
-        starter = _stage_starter(request, pairs, by_layer) if request.stages else None
+        starter = _stage_starter(request, pairs, by_layer, (start, stop)) if request.stages else None
         made.append(objective)
         return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage2_variables)
 
     made: list[Any] = []
-    if request.stages and request.plan and request.plan.n > request.plan.batch_size:
-        raise GradientError("--stage2 runs on one batch: give --batch-size at least the number of samples")
     result, batches, noise = execute(
         make, request.samples, request.plan, request.progress, request.sink, request.compile, request.strategy
     )
@@ -107,10 +105,7 @@ def _pair_reports(
     for vg in result.variables:
         if vg.group in weights:
             weights[vg.group].append(weight_entry(vg, no_grad(vg.group), arrays))
-    staged = [
-        st.report(pair, a, list(grads), plain, arrays)
-        for pair, grads, (a, _) in zip(result.staged, result.stage2, request.pairs)
-    ]
+    staged = [st.report(out, a, plain, arrays) for out, (a, _) in zip(result.staged, request.pairs)]
     return tuple(
         PairReport(
             a,
@@ -136,18 +131,26 @@ def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str],
     return reason
 
 
-def _stage_starter(request: GradientRequest, pairs: list[tuple[str, str]], by_layer: dict) -> Callable:
-    """The hook run_pass calls inside the outer tape: one StagedPair per pair, stage 1 evaluated."""
+def _stage_starter(
+    request: GradientRequest, pairs: list[tuple[str, str]], by_layer: dict, rows: tuple[int, int]
+) -> Callable:
+    """The hook run_pass calls inside the outer tape: one StagedPair per pair, stage 1 evaluated
+    (``target`` is the target's ``rows``)."""
+    target = None if request.target is None else np.asarray(request.target[rows[0] : rows[1]], np.float32)
 
     def start(recorded: Any, outputs: list[Any], inner: list[Any]) -> list[Any]:
-        return [_start_stage(request, (a, b), recorded, outputs, by_layer, tape) for (a, b), tape in zip(pairs, inner)]
+        return [
+            _start_stage(request, (a, b), (recorded, outputs, target), by_layer, tape)
+            for (a, b), tape in zip(pairs, inner)
+        ]
 
     return start
 
 
-def _start_stage(request, pair, calls, outputs, by_layer, inner_tape):
+def _start_stage(request, pair, live, by_layer, inner_tape):
     import tensorflow as tf
 
+    calls, outputs, target = live
     a, b = pair
     if not calls[a] or not calls[b]:
         missing = a if not calls[a] else b
@@ -155,8 +158,8 @@ def _start_stage(request, pair, calls, outputs, by_layer, inner_tape):
     env: dict[str, Any] = {"act": calls[a][0][0], "out": calls[b][0][0], "y": outputs[0]}
     if len(outputs) > 1:
         env.update({f"y{i}": o for i, o in enumerate(outputs)})
-    if request.target is not None:
-        env["target"] = tf.constant(request.target, tf.float32)
+    if target is not None:
+        env["target"] = tf.constant(target, tf.float32)
     sides = {"from": st.side_variables(by_layer[a]), "to": st.side_variables(by_layer[b])}
     staged = st.StagedPair(request.stages, env["act"], env, sides, inner_tape)
     st.check_and_start(staged)

@@ -97,8 +97,7 @@ class PassResult:
     recorded: Recorded
     tensors: tuple[TensorGradient, ...]
     variables: tuple[VariableGradient, ...]
-    staged: tuple[Any, ...] = ()
-    stage2: tuple[tuple[tuple[str, str, Any, Any], ...], ...] = ()
+    staged: tuple[Any, ...] = ()  # a StageOutcome per stage-2 pair
 
 
 def run_pass(request: PassRequest) -> PassResult:
@@ -121,7 +120,7 @@ def run_pass(request: PassRequest) -> PassResult:
             loss_value = request.loss(outputs)
             staged = request.stages(recorded, outputs, inner) if request.stages else []
             close_inner()
-            from gradinspect.engine.stages import finish
+            from gradinspect.engine.stages import finish, outcome
 
             for pair in staged:
                 finish(pair)
@@ -133,8 +132,8 @@ def run_pass(request: PassRequest) -> PassResult:
     sources = [t for *_, t in targets] + [v for *_, v in variables]
     # One backward call for every target: the cost of a single forward+backward pass.
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
-    stage2 = tuple(
-        tuple((g, n, v, d) for (g, n, v), d in zip(chosen, _stage2_grads(tape, pair, chosen)))
+    outcomes = tuple(
+        outcome(pair, tuple((g, n, v, d) for (g, n, v), d in zip(chosen, _stage2_grads(tape, pair, chosen))))
         for pair, chosen in zip(staged, request.stage2_variables)
     )
     del tape  # the forward pass's intermediate tensors can go before the gradients are copied out
@@ -145,8 +144,7 @@ def run_pass(request: PassRequest) -> PassResult:
         recorded,
         tuple(TensorGradient(*target, a) for target, a in zip(targets, arrays)),
         tuple(VariableGradient(g, n, v, a) for (g, n, v), a in zip(variables, arrays[len(targets) :])),
-        tuple(staged),
-        stage2,
+        outcomes,
     )
 
 

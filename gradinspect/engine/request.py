@@ -22,7 +22,8 @@ class GradientRequest:
 
     ``pairs`` are (from, to) layer paths (or name scopes, for a SavedModel without layers; empty
     means every variable). ``loss`` is the objective (its terms hold their targets); ``loss_spec``
-    is what was asked for, and ``target`` the one target stage-2 expressions may read.
+    is what was asked for, and ``target`` the one target stage-2 expressions may read (every row,
+    an array or a lazy view sliced a batch at a time).
     ``source`` and ``notes`` describe the inputs for the report.
     """
 
@@ -32,7 +33,7 @@ class GradientRequest:
     pairs: tuple[tuple[str, str], ...]
     loss_spec: str
     loss: Objective
-    target: np.ndarray | None = None
+    target: Any = None
     training: bool = False
     stages: StageSpec | None = None
     source: str = "arrays"

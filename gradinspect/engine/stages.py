@@ -20,9 +20,9 @@ from gradinspect.engine.expressions import (
     evaluate,
     parse,
 )
-from gradinspect.engine.stats import tensor_stats
+from gradinspect.engine.stats import StreamingStats, tensor_stats
 from gradinspect.errors import GradientError
-from gradinspect.report import Stage2Report, Stage2Weight
+from gradinspect.report import Stage2Report, Stage2Weight, TensorStats
 
 
 @dataclass(frozen=True)
@@ -121,29 +121,96 @@ def finish(pair: StagedPair) -> None:
     pair.stage2_value = evaluate(pair.spec.stage2, {**pair.env, "grad": used}, pair.variables)
 
 
+@dataclass(frozen=True)
+class StageOutcome:
+    """One pair's stage 1 and 2 as numbers, after the pass: the values, g (per sample; kept for one
+    batch only), its statistics and shape, and (layer, variable, var, gradient or None) per variable."""
+
+    spec: StageSpec
+    stage1_value: float
+    stage2_value: float
+    grad: np.ndarray | None
+    grad_stats: TensorStats
+    grad_shape: tuple[int, ...]
+    weights: tuple[tuple[str, str, Any, np.ndarray | None], ...]
+    batches: int | None = None
+
+
+def outcome(pair: StagedPair, stage2_grads: tuple[tuple[str, str, Any, Any], ...]) -> StageOutcome:
+    """The numbers of a finished pair (see :func:`finish`); ``stage2_grads`` from the outer tape."""
+    g = np.asarray(pair.grad.numpy())
+    weights = tuple(
+        (layer, name, var, None if grad is None else np.asarray(grad.numpy() if hasattr(grad, "numpy") else grad))
+        for layer, name, var, grad in stage2_grads
+    )
+    return StageOutcome(
+        pair.spec,
+        float(pair.stage1_value.numpy()),
+        float(pair.stage2_value.numpy()),
+        g,
+        tensor_stats(g),
+        tuple(g.shape),
+        weights,
+    )
+
+
+class StageSums:
+    """Stage 1 and 2 over several batches: the sum of the per-batch losses and of their gradients.
+
+    That is the whole data's value whenever both expressions sum over samples (the default stage 1
+    and ``seed`` do); an expression that averages or takes a norm over the batch (``grad-penalty``)
+    is a per-batch quantity, and its sum depends on the batch size."""
+
+    def __init__(self, first: StageOutcome) -> None:
+        self.first = first
+        self.stage1 = self.stage2 = 0.0
+        self.rows = self.batches = 0
+        self.grad = StreamingStats()
+        self.weights: list[np.ndarray | None] = [None for _ in first.weights]
+
+    def add(self, batch: StageOutcome) -> None:
+        self.batches += 1
+        self.stage1 += batch.stage1_value
+        self.stage2 += batch.stage2_value
+        self.rows += batch.grad_shape[0] if batch.grad_shape else 0
+        if batch.grad is not None:
+            self.grad.update(batch.grad)
+        for i, (*_, g) in enumerate(batch.weights):
+            if g is not None:
+                g = g.astype(np.float64)
+                self.weights[i] = g if self.weights[i] is None else self.weights[i] + g
+
+    def result(self) -> StageOutcome:
+        weights = tuple(
+            (layer, name, var, None if g is None else g.astype(np.float32))
+            for (layer, name, var, _), g in zip(self.first.weights, self.weights)
+        )
+        shape = (self.rows, *self.first.grad_shape[1:])
+        stats = self.grad.result()
+        return StageOutcome(self.first.spec, self.stage1, self.stage2, None, stats, shape, weights, self.batches)
+
+
 def report(
-    pair: StagedPair,
+    out: StageOutcome,
     from_layer: str,
-    stage2_grads: list[tuple[str, str, Any, Any]],
     plain: dict[tuple[str, str], np.ndarray | None],
     arrays: dict[str, np.ndarray],
 ) -> Stage2Report:
-    """Build the stage-2 report; ``stage2_grads`` holds (layer, variable, var, gradient)."""
-    g = pair.grad.numpy()
-    arrays[f"stage1/grad/{from_layer}"] = g
+    """Build the stage-2 report, comparing each stage-2 gradient with the plain one (``plain``)."""
+    if out.grad is not None:
+        arrays[f"stage1/grad/{from_layer}"] = out.grad
     weights = []
-    for layer, name, var, grad in stage2_grads:
+    for layer, name, var, arr in out.weights:
         shape = tuple(int(d) for d in var.shape)
         base = plain.get((layer, name))
         base_norm = float(np.linalg.norm(base.astype(np.float64))) if base is not None else None
-        if grad is None:
+        if arr is None:
             weights.append(
                 Stage2Weight(
                     layer, name, shape, None, base_norm, None, None, "no gradient: stage 2 does not depend on it"
                 )
             )
             continue
-        arr = grad.numpy() if hasattr(grad, "numpy") else np.asarray(grad)
         stats = tensor_stats(arr)
         cosine = ratio = None
         if base is not None and stats.norm and base_norm:
@@ -154,12 +221,13 @@ def report(
         arrays[entry.key] = arr
         weights.append(entry)
     return Stage2Report(
-        stage1_expr=pair.spec.stage1.text,
-        stage1_value=float(pair.stage1_value.numpy()),
-        grad_shape=tuple(g.shape),
-        grad_stats=tensor_stats(g),
-        expr=pair.spec.stage2.text,
-        through=pair.spec.through,
-        value=float(pair.stage2_value.numpy()),
+        stage1_expr=out.spec.stage1.text,
+        stage1_value=out.stage1_value,
+        grad_shape=out.grad_shape,
+        grad_stats=out.grad_stats,
+        expr=out.spec.stage2.text,
+        through=out.spec.through,
+        value=out.stage2_value,
         weights=tuple(weights),
+        batches=out.batches,
     )

@@ -6,6 +6,7 @@ mean-type ones (``mean``, Keras losses, which average over samples). Output grad
 sample; their statistics are streamed (:class:`StreamingStats`), and for a mean-type loss each
 batch's are scaled by its share of the samples, as the giant batch's would be. Over the k full
 batches of size B, per variable, the "simple" gradient noise scale of McCandlish et al. (2018).
+Stage-2 losses are summed over the batches (see :class:`StageSums`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gradinspect.engine.distributed import DistributedStep
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
+from gradinspect.engine.stages import StageSums
 from gradinspect.engine.stats import StreamingStats
 from gradinspect.errors import GradientError
 from gradinspect.report import Noise, output_key
@@ -149,6 +151,7 @@ class _Merged:
         self.stats = [StreamingStats() for _ in first.tensors]
         self.grads: list[np.ndarray | None] = [None for _ in first.variables]
         self.noise = [_NoiseSums() for _ in first.variables]
+        self.stages = [StageSums(out) for out in first.staged]
 
     def share(self, rows: int) -> float:
         """A batch's weight in the giant batch: its share of the samples for a mean-type loss, else 1."""
@@ -159,6 +162,8 @@ class _Merged:
             raise GradientError("a later batch recorded other layers or calls than the first; the model is not static")
         share = self.share(rows)
         self.batches += 1
+        for sums, out in zip(self.stages, result.staged):
+            sums.add(out)
         self.loss += result.loss_value * share
         for stats, tg in zip(self.stats, result.tensors):
             if tg.grad is not None:
@@ -182,7 +187,8 @@ class _Merged:
             VariableGradient(vg.group, vg.name, vg.variable, None if g is None else g.astype(np.float32), n.estimate(b))
             for vg, g, n in zip(self.first.variables, self.grads, self.noise)
         )
-        return replace(self.first, loss_value=self.loss, tensors=tensors, variables=variables)
+        staged = tuple(sums.result() for sums in self.stages)
+        return replace(self.first, loss_value=self.loss, tensors=tensors, variables=variables, staged=staged)
 
     def total_noise(self) -> Noise | None:
         return _NoiseSums.combined(self.noise, self.plan.batch_size)

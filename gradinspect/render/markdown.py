@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gradinspect.formatting import count, number, shape
+from gradinspect.formatting import count, number, shape, summed_over
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import markdown_text
 from gradinspect.report import CheckReport, GradReport, LayersReport
@@ -71,7 +71,7 @@ def _render_grad(report: Any) -> str:
 
 
 def _stage2(st: Any) -> list[str]:
-    mode = "differentiated through g" if st.through else "g held constant"
+    mode = ("differentiated through g" if st.through else "g held constant") + summed_over(st.batches)
     lines = [
         "",
         f"Stage 1 {_code(st.stage1_expr)} = {st.stage1_value:.6g}; g: shape {shape(st.grad_shape)}, "

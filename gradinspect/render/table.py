@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gradinspect.formatting import count, number, shape
+from gradinspect.formatting import count, number, shape, summed_over
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.text import display_name
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
@@ -174,6 +174,7 @@ def _stage2(console: Console, pair) -> None:
     st = pair.stage2
     g = st.grad_stats
     mode = "--through: differentiated through g (double backprop)" if st.through else "g held constant (no --through)"
+    mode += summed_over(st.batches)
     console.print(
         Text(
             f"stage 1: {st.stage1_expr} = {st.stage1_value:.6g}   g = d stage1/d act({pair.from_layer}): "

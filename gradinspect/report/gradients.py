@@ -125,6 +125,7 @@ class Stage2Report(JsonMixin):
     """A gradient-conditioned second-stage loss: g = d stage1 / d act feeds stage2.
 
     ``through`` says whether g was differentiated through (double backprop) or held constant.
+    Over several batches (``batches``) the values and gradients are sums of the per-batch ones.
     """
 
     JSON: ClassVar[Layout] = (
@@ -133,6 +134,7 @@ class Stage2Report(JsonMixin):
         "through",
         "value",
         "weights",
+        "batches?",
     )
 
     stage1_expr: str
@@ -143,6 +145,7 @@ class Stage2Report(JsonMixin):
     through: bool
     value: float
     weights: tuple[Stage2Weight, ...]
+    batches: int | None = None  # over several batches: the sum of the per-batch stage-2 losses
 
 
 @dataclass(frozen=True)
