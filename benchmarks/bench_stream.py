@@ -8,6 +8,10 @@ rounds so that load on the machine hits every mode alike, times over the 50-batc
 
 - tuned: a `tf.function(reduce_retracing=True)` forward+backward step per batch, reading the
   HDF5 dataset slice by slice, summing the weight gradients on the host in float64;
+- tuned, sums in the step: the same step adding the gradients (cast to float64) into float64
+  variables inside the `tf.function`, read on the host once at the end: the other place the
+  accumulation could live, at the same precision; and the same traced anew in each run, as a
+  script run once pays for its trace (every gradinspect run traces its step);
 - eager: the same loop without `tf.function`, for contrast;
 - gradinspect, one pair: `inspect_gradients(model, "data.h5:x", [pair], batch_size=B)`: every
   batch, merged as one giant batch (weight gradients, streamed output statistics, noise scale);
@@ -78,6 +82,37 @@ def host_loop(model, data: Path, batch: int, step) -> float:
     return total
 
 
+def graph_loop(model, data: Path, batch: int, accumulate) -> float:
+    """The same loop, with the weight gradients summed in float64 inside the compiled step."""
+    import h5py
+
+    total = 0.0
+    import tensorflow as tf
+
+    sums = [tf.Variable(tf.zeros(v.shape, tf.float64), trainable=False) for v in model.trainable_variables]
+    with h5py.File(data, "r") as h5:
+        ds = h5["x"]
+        for start in range(0, ds.shape[0], batch):
+            total += float(accumulate(ds[start : start + batch], sums))
+    [s.numpy() for s in sums]  # the sums reach the host once, at the end
+    return total
+
+
+def make_accumulating(model):
+    """A tf.function step adding each batch's gradients, cast to float64, into float64 variables."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def accumulate(x, sums):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=False))
+        for s, g in zip(sums, tape.gradient(loss, model.trainable_variables)):
+            s.assign_add(tf.cast(g, tf.float64))
+        return loss
+
+    return accumulate
+
+
 def make_steps(model):
     import tensorflow as tf
 
@@ -98,8 +133,13 @@ def modes(model_path: Path, batch: int):
     paths = leaf_paths(loaded.model)
     pair = (paths[len(paths) // 2 - 1], paths[len(paths) // 2])
     eager, tuned = make_steps(loaded.model)
+    accumulating = make_accumulating(loaded.model)
     return {
         "tuned tf.function loop": lambda data: host_loop(loaded.model, data, batch, tuned),
+        "tuned loop, sums in float64 inside the step": lambda data: graph_loop(loaded.model, data, batch, accumulating),
+        "tuned loop, sums in the step, traced in the run": lambda data: graph_loop(
+            loaded.model, data, batch, make_accumulating(loaded.model)
+        ),
         "eager loop": lambda data: host_loop(loaded.model, data, batch, eager),
         "gradinspect, one pair": lambda data: inspect_gradients(
             loaded, f"{data}:x", [pair], batch_size=batch, loss="sum"

@@ -98,6 +98,8 @@ class PassResult:
     tensors: tuple[TensorGradient, ...]
     variables: tuple[VariableGradient, ...]
     staged: tuple[Any, ...] = ()  # a StageOutcome per stage-2 pair
+    # True when the variables' gradients were added into the compiled step's own sums (their grad is None).
+    variables_summed: bool = False
 
 
 def run_pass(request: PassRequest) -> PassResult:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.engine.compiled import CompiledStep, compilable, wants_compiled
+from gradinspect.engine.compiled import CompiledStep, Summing, VariableSums, compilable, wants_compiled
 from gradinspect.engine.distributed import DistributedStep
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
@@ -109,25 +109,29 @@ def run_batches(
         result = step(request)
         if merged is None:
             merged = _Merged(result, plan, is_mean_type(request.loss))
-            step = _later_step(request, result, compiled, total, merged.mean_type)
+            step = _later_step(request, result, compiled, total, merged)
         merged.add(result, stop - start)
         if sink is not None:
             sink(output_arrays(result.tensors, merged.share(stop - start)), start, merged.used)
         if progress is not None:
             progress(merged.batches, total, stop)  # (batches done, total, samples done)
     assert merged is not None
+    if isinstance(step, CompiledStep):
+        merged.absorb(step.sums.collect())
     return merged.result(), merged.batches, merged.total_noise()
 
 
 def _later_step(
-    request: PassRequest, first: PassResult, compiled: tuple[str, Any], batches: int, mean_type: bool
+    request: PassRequest, first: PassResult, compiled: tuple[str, Any], batches: int, merged: _Merged
 ) -> Callable[[PassRequest], PassResult]:
     mode, strategy = compiled
     if strategy is not None:
         if not compilable(request):
             raise GradientError("--devices runs the compiled step, which needs a Keras model without --stage2")
-        return DistributedStep(request, first, strategy, mean_type)
-    return CompiledStep(request, first) if wants_compiled(mode, request, batches) else run_pass
+        return DistributedStep(request, first, strategy, merged.mean_type)
+    if wants_compiled(mode, request, batches):
+        return CompiledStep(request, first, Summing(merged.mean_type, merged.plan.batch_size, merged.used))
+    return run_pass
 
 
 def output_arrays(tensors: tuple[TensorGradient, ...], scale: float) -> dict[str, np.ndarray]:
@@ -169,13 +173,20 @@ class _Merged:
             if tg.grad is not None:
                 stats.update(tg.grad * share if self.mean_type else tg.grad)
         for i, vg in enumerate(result.variables):
-            if vg.grad is None:
+            if vg.grad is None or result.variables_summed:
                 continue
             g = vg.grad.astype(np.float64)
             self.grads[i] = g * share if self.grads[i] is None else self.grads[i] + g * share
             if rows == self.plan.batch_size:
                 # g_b: the gradient of the batch's per-sample-mean loss.
                 self.noise[i].add(g if self.mean_type else g / rows)
+
+    def absorb(self, sums: list[VariableSums | None]) -> None:
+        """Add the weight-gradient sums a compiled step kept (see :class:`GraphSums`)."""
+        for i, vs in enumerate(sums):
+            if vs is not None:
+                self.grads[i] = vs.total if self.grads[i] is None else self.grads[i] + vs.total
+                self.noise[i].absorb(vs)
 
     def result(self) -> PassResult:
         tensors = tuple(
@@ -206,6 +217,12 @@ class _NoiseSums:
         self.k += 1
         self.total = g.copy() if self.total is None else self.total + g
         self.squares += float(np.dot(g.ravel(), g.ravel()))
+
+    def absorb(self, sums: VariableSums) -> None:
+        if sums.full_batches:
+            self.k += sums.full_batches
+            self.total = sums.noise.copy() if self.total is None else self.total + sums.noise
+            self.squares += sums.squares
 
     def parts(self) -> tuple[float, float] | None:
         """(S, |G|²) for this tensor, or None with fewer than two full batches."""
