@@ -101,3 +101,27 @@ def test_the_table_says_the_stage2_value_is_summed_over_batches(data):
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "g held constant (no --through); summed over 5 batches" in result.stdout
+
+
+def test_bad_data_for_a_streamed_run_is_one_line_and_writes_nothing(data, tmp_path):
+    """A truncated HDF5 input, targets of another sample count, --max-batches 0: exit 2, one line,
+    and no --save-h5 file (nor a temporary one) left behind."""
+    import h5py
+    from conftest import assert_one_error_line
+
+    x = np.load(data / "x.npy")
+    with h5py.File(tmp_path / "full.h5", "w") as h5:
+        h5["x"] = np.tile(x, (20, 1))  # 1400 samples, so the cut falls inside the data
+    whole = (tmp_path / "full.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(whole[: len(whole) * 6 // 10])
+    np.save(tmp_path / "t69.npy", np.zeros((69, 3), "float32"))
+    base = ("grad", data / "m.keras", "--all", "--batch-size", "16", "--save-h5", tmp_path / "out.h5")
+    cases = [
+        (("--input", f"{tmp_path / 'cut.h5'}:x"), "truncated file"),
+        (("--input", data / "x.npy", "--loss", "mse", "--target", tmp_path / "t69.npy"), "has 69 samples"),
+        (("--input", data / "x.npy", "--max-batches", "0"), "'--max-batches': 0 is not in the range"),
+    ]
+    for args, needle in cases:
+        line = assert_one_error_line(run_cli(*base, *args))
+        assert needle in line, line
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.h5", "full.h5", "t69.npy"]
