@@ -96,6 +96,13 @@ def mlp_dataset(path: Path) -> None:
         h5.create_dataset("x", data=rng.normal(size=(640, 2)).astype("float32"))
 
 
+def cnn_export(keras) -> None:
+    """cnn.keras exported with model.export(): a SavedModel without Keras metadata, same weights."""
+    exported = HERE / "cnn_export"
+    shutil.rmtree(exported, ignore_errors=True)
+    keras.saving.load_model(HERE / "cnn.keras").export(exported, verbose=False)
+
+
 def main() -> None:
     import keras
     import tf_keras
@@ -128,6 +135,7 @@ def main() -> None:
     exported = HERE / "mlp_export"
     shutil.rmtree(exported, ignore_errors=True)
     mlp(keras).export(exported, verbose=False)
+    cnn_export(keras)
     print("wrote", ", ".join(sorted(p.name for p in HERE.iterdir() if p.name != Path(__file__).name)))
 
 

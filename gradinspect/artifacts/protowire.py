@@ -90,3 +90,27 @@ def map_entries(buf: bytes, number: int) -> Iterator[tuple[str, bytes]]:
     """The ``(key, value message)`` pairs of a ``map<string, Message>`` field."""
     for entry in messages(buf, number):
         yield text(entry, 1), first(entry, 2)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode(items: list[tuple[int, int | bytes | str]]) -> bytes:
+    """A message from ``(field number, value)`` pairs: ints as varints, bytes and str length-delimited."""
+    out = bytearray()
+    for number, value in items:
+        if isinstance(value, int):
+            out += _encode_varint(number << 3) + _encode_varint(value)
+        else:
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            out += _encode_varint(number << 3 | 2) + _encode_varint(len(data)) + data
+    return bytes(out)

@@ -16,7 +16,7 @@ from gradinspect.errors import ModelFileError
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo, Signature, VariableInfo
 
 # tensorflow/core/framework/types.proto
-_DTYPES = {
+DTYPES = {  # DataType number -> dtype name
     1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string", 8: "complex64",
     9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 18: "complex128", 19: "float16", 20: "resource",
     21: "variant", 22: "uint32", 23: "uint64",
@@ -83,7 +83,7 @@ def _signatures(meta: bytes) -> list[Signature]:
 
 def _spec(name: str, info: bytes) -> InputSpec:
     dtype = (protowire.varints(info, 2) or [0])[-1]
-    return InputSpec(name, _shape(protowire.first(info, 3)), _DTYPES.get(dtype))
+    return InputSpec(name, _shape(protowire.first(info, 3)), DTYPES.get(dtype))
 
 
 def _shape(proto: bytes) -> tuple[Any, ...] | None:
@@ -105,8 +105,15 @@ def _variables(objects: bytes) -> list[tuple[str, VariableInfo]]:
         shape = tuple(d or 0 for d in (_shape(protowire.first(var, 2)) or ()))
         name = protowire.text(var, 6)
         scope, leaf = split_scope(name)
-        dtype = _DTYPES.get((protowire.varints(var, 1) or [1])[-1])
+        dtype = DTYPES.get((protowire.varints(var, 1) or [1])[-1])
         trainable = bool((protowire.varints(var, 3) or [0])[-1])
         # Keras 3 exports list one variable under two attributes: keep it once (same name and shape).
         seen.setdefault((name, shape), (scope, VariableInfo(leaf, shape, dtype, trainable)))
     return list(seen.values())
+
+
+def object_graph_variables(pb: bytes) -> dict[str, VariableInfo]:
+    """The object graph's variables by full name (``enc/kernel``), read statically."""
+    meta = protowire.first(pb, 2)
+    found = _variables(protowire.first(meta, 7))
+    return {f"{scope}/{v.name}" if scope != "(root)" else v.name: v for scope, v in found}

@@ -25,18 +25,33 @@ from gradinspect.errors import UsageProblem
 from gradinspect.output import npz_bytes
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
+_SIGNATURE = click.option(
+    "--signature",
+    metavar="NAME",
+    help="The SavedModel signature to use (default: serving_default, else the first; `layers` lists them).",
+)
+
 
 @main.command()
 @model_options
+@_SIGNATURE
 @output_options(LayersReport)
 def layers(
-    model: str, custom_objects: str | None, unsafe: bool, max_memory: int | None, fmt: str, output: str | None
+    model: str,
+    custom_objects: str | None,
+    unsafe: bool,
+    signature: str | None,
+    max_memory: int | None,
+    fmt: str,
+    output: str | None,
 ) -> None:
     """List the layers of MODEL: name, class, output shape, parameters, trainable.
 
     Nested models are shown as a tree; their layers are addressed as `outer/inner`.
     `.keras` and `.h5` files are read without importing TensorFlow. For a SavedModel
-    without Keras metadata, lists its signatures and its variables by name scope.
+    without Keras metadata, lists its signatures and the layers recovered from the
+    graph of one of them (name scopes: main ops, output shape, parameters), read
+    without TensorFlow.
 
     \b
     Example:
@@ -48,7 +63,7 @@ def layers(
     dest = checked_destination(output, "--output", files_read(model, custom_objects))
     unsafe_notice(unsafe)
     with memory_limit(max_memory):
-        report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe)
+        report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe, signature=signature)
     emit(report, fmt, dest)
 
 
@@ -71,6 +86,7 @@ def layers(
     "'seed' = sum(out) + sum(matmul(grad, to.kernel) * out); 'grad-penalty' = (norm(grad) - 1) ** 2.",
 )
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
+@_SIGNATURE
 @output_options(GradReport)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option(
@@ -88,9 +104,6 @@ def grad(
     to,
     pair,
     all_layers,
-    stage1,
-    stage2,
-    through,
     max_memory,
     fmt,
     output,
@@ -133,14 +146,13 @@ def grad(
                 all_layers=all_layers,
                 custom_objects=custom_objects,
                 unsafe=unsafe,
-                stage1=stage1,
-                stage2=stage2,
-                through=through,
+                **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
                 **data,
             )
         emit(report, fmt, dest, ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), (h5_dest, sink)))
 
 
+_STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
 _RULE_OPTIONS = ("allow_nonfinite", "allow_disconnected", "max_norm", "min_norm", "max_zero_fraction", "max_ratio")
 _NON_NEGATIVE = click.FloatRange(min=0)
 

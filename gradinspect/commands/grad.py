@@ -12,6 +12,13 @@ from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_voc
 from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.distributed import device_strategy, devices_note
+from gradinspect.engine.graph_pass import (
+    graph_gradients,
+    graph_pairs,
+    recovered_graph,
+    signature_variables,
+    wants_graph,
+)
 from gradinspect.engine.inputs import RandomDraw, output_targets
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import check_loss_spec, compiled_losses
@@ -33,6 +40,7 @@ class GradOptions:
     stage1: str | None = None
     stage2: str | None = None
     through: bool = False
+    signature: str | None = None  # a SavedModel's signature (default: serving_default, else the first)
     progress: Callable[[int, int, int], None] | None = None  # (batches done, batches, samples done)
     sink: Callable[[dict[str, Any], int, int], None] | None = None  # (arrays by key, first row, rows): --save-h5
 
@@ -70,7 +78,7 @@ def inspect_gradients(
     grad_opts, data, model_opts = checked_options(inputs, options)
     strategy = device_strategy(data.devices) if data.devices else None  # before TensorFlow starts
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
-    signature = savedmodel_signature(loaded) if loaded.loader == "tf.saved_model" else None
+    signature = savedmodel_signature(loaded, grad_opts.signature) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
     names = signature_output_names(signature) if signature else output_names(loaded.model)
     request = replace(
@@ -78,19 +86,26 @@ def inspect_gradients(
     )
     if strategy is not None:
         request = replace(request, notes=(*request.notes, devices_note(strategy)))
+    has_target = data.target is not None
     if signature is not None:
         if strategy is not None:
             raise GradientError(
                 f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
             )
+        graph = recovered_graph(loaded, signature[0])
+        if graph is not None and wants_graph(graph, pairs, grad_opts.all_layers):
+            stages = parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, len(names), has_target)
+            chosen = graph_pairs(graph, pairs, grad_opts.all_layers)
+            variables = signature_variables(loaded, signature[1], graph)
+            return graph_gradients(replace(request, pairs=chosen, stages=stages), graph, variables)
         if grad_opts.stage2 is not None:
             raise GradientError(
-                f"{loaded.artifact.path}: --stage2 needs layers (act/out); a SavedModel without Keras metadata has none"
+                f"{loaded.artifact.path}: --stage2 needs layers (act/out), and none were recovered from the graph "
+                "of this SavedModel: name layers with --pair (see 'gradinspect layers')"
             )
         chosen = () if grad_opts.all_layers else tuple(pairs or ())
         return signature_gradients(replace(request, pairs=chosen), signature)
     n_outputs = len(getattr(loaded.model, "outputs", None) or [None])
-    has_target = data.target is not None
     stages = parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, n_outputs, has_target)
     pair_list = tuple(resolve_pairs(loaded.model, pairs, grad_opts.all_layers))
     return keras_gradients(replace(request, pairs=pair_list, stages=stages))

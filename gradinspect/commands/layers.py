@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gradinspect.artifacts.formats import ModelFormat
+from gradinspect.artifacts.graphlayers import graph_layers_report
 from gradinspect.artifacts.live import live_layers
 from gradinspect.artifacts.loading import load_artifact, open_artifact
 from gradinspect.artifacts.savedmodel_static import static_savedmodel_layers
@@ -12,13 +13,16 @@ from gradinspect.artifacts.structure import has_layer_structure, static_layers
 from gradinspect.report import LayersReport
 
 
-def list_layers(path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False) -> LayersReport:
+def list_layers(
+    path: str | Path, custom_objects: str | Path | None = None, unsafe: bool = False, signature: str | None = None
+) -> LayersReport:
     """List a model's layers. `.keras`/`.h5` Sequential and Functional models and SavedModels without
-    Keras metadata are read without TensorFlow; subclassed models and tf.keras SavedModels are loaded
-    (after the safety scans)."""
+    Keras metadata are read without TensorFlow (for the latter, the layers recovered from the graph of
+    ``signature``, else its variables by name scope); subclassed models and tf.keras SavedModels are
+    loaded (after the safety scans)."""
     artifact, objects = open_artifact(path, custom_objects, unsafe)
     if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
         return static_layers(artifact)
     if artifact.format is ModelFormat.SAVEDMODEL:
-        return static_savedmodel_layers(artifact)
+        return graph_layers_report(artifact, signature) or static_savedmodel_layers(artifact)
     return live_layers(load_artifact(artifact, objects, unsafe))

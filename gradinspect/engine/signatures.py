@@ -28,12 +28,16 @@ from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, PairReport
 
 
-def savedmodel_signature(loaded: LoadedModel) -> tuple[str, Any, tuple[InputSpec, ...]]:
-    """The signature gradients flow through: ``serving_default``, else the only/first one."""
+def savedmodel_signature(loaded: LoadedModel, key: str | None = None) -> tuple[str, Any, tuple[InputSpec, ...]]:
+    """The signature gradients flow through: ``key``, else ``serving_default``, else the first one."""
     sigs = dict(getattr(loaded.model, "signatures", {}) or {})
     if not sigs:
         raise GradientError(f"{loaded.artifact.path}: the SavedModel has no signatures to run")
-    key = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
+    if key is not None and key not in sigs:
+        raise LayerNameError(
+            f"{loaded.artifact.path}: no signature {key!r}; the SavedModel has {', '.join(sorted(sigs))}"
+        )
+    key = key or ("serving_default" if "serving_default" in sigs else sorted(sigs)[0])
     fn = sigs[key]
     _, kwargs = fn.structured_input_signature
     specs = tuple(InputSpec(n, shape_of(spec.shape), dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))

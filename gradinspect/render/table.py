@@ -241,22 +241,28 @@ def _layers(console: Console, report: Any) -> None:
                 Text("\n".join(f"{o.name}: {shape(o.shape)} {o.dtype}" for o in sig.outputs)),
             )
         console.print(sigs)
-    table = Table(
-        title="Variables by name scope" if report.signatures or _scoped(report) else "Layers", title_justify="left"
-    )
+    graph = report.source == "graph"
+    title = "Variables by name scope" if report.signatures or _scoped(report) else "Layers"
+    if graph:
+        title = f"Layers recovered from the graph of signature {report.graph_signature!r}"
+    table = Table(title=Text(title), title_justify="left")
     table.add_column("Layer")
-    table.add_column("Class")
+    table.add_column("Main ops" if graph else "Class")
     table.add_column("Output shape")
     table.add_column("Params", justify="right")
     table.add_column("Trainable", justify="center")
+    notes = any(row.note for row in report.layers)
+    if notes:
+        table.add_column("Note", style="yellow", max_width=50)
     for row in report.layers:
         style = "bold" if row.is_container else ""
         table.add_row(
             Text(display_name(row), style=style),
             Text(row.class_name),
-            Text(shape(row.output_shape)),
+            Text(f"{shape(row.output_shape)} {row.dtype}" if row.dtype else shape(row.output_shape)),
             count(row.params),
             "yes" if row.trainable else Text("no", style="yellow"),
+            *([Text(row.note or "")] if notes else []),
         )
         for var in row.variables:
             table.add_row(

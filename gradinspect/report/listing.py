@@ -62,6 +62,8 @@ class LayerRow(JsonMixin):
         "trainable",
         "depth",
         "variables?",
+        "dtype?",
+        "note?",
     )
 
     name: str
@@ -73,6 +75,8 @@ class LayerRow(JsonMixin):
     depth: int = 0
     is_container: bool = False
     variables: tuple[VariableInfo, ...] = ()
+    dtype: str | None = None  # layers recovered from a graph: the output's dtype
+    note: str | None = None  # ... and why one is not recoverable
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class LayersReport(JsonMixin):
         "trainable_params",
         "non_trainable_params",
         "signatures?",
+        "source?",
+        ("graph_signature?", "graph_signature"),
     )
 
     model: ModelInfo
@@ -104,6 +110,8 @@ class LayersReport(JsonMixin):
     total_params: int
     trainable_params: int
     signatures: tuple[Signature, ...] = field(default=())
+    source: str | None = None  # "graph": the layers were recovered from a SavedModel signature's graph
+    graph_signature: str | None = None  # ... that signature
 
     @property
     def non_trainable_params(self) -> int:

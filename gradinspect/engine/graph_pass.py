@@ -1,0 +1,209 @@
+"""Per-layer gradients of a SavedModel without Keras metadata, from layers recovered from its graph.
+
+The signature's function is flattened and its layers recovered statically
+(:mod:`gradinspect.artifacts.graphlayers`); the function is rebuilt with a zero probe on each
+chosen layer's output and the variables passed in as values (:mod:`gradinspect.engine.graph_probe`),
+so that one forward and one backward pass give d loss / d each chosen output and d loss / d each
+variable. Stage-2 expressions read the recovered outputs as ``act``/``out``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from gradinspect.artifacts.graphlayers import RecoveredGraph, recover_graph
+from gradinspect.artifacts.graphrewrite import RESOURCE, kept_resources
+from gradinspect.artifacts.live import savedmodel_variables
+from gradinspect.engine import stages as st
+from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, weight_entry
+from gradinspect.engine.graph_probe import ProbedCall, build_probed
+from gradinspect.engine.passes import PassRequest, PassResult
+from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.streaming import execute
+from gradinspect.errors import GradientError, LayerNameError
+from gradinspect.report import GradReport, ModelInfo, PairReport
+
+
+@dataclass
+class GraphSubject:
+    """The probed function called on a batch; ``recorded`` holds the probes (and chosen inputs), and
+    ``live`` the probed outputs' values for stage 2."""
+
+    call: ProbedCall
+    graph: RecoveredGraph
+    values: tuple[Any, ...]
+    scoped: tuple[tuple[str, str, Any], ...]
+    probed: tuple[str, ...]
+    inputs: tuple[str, ...]
+    label: str = "the signature's graph"
+    watch_variables: bool = True
+    live: dict[str, Any] = field(default_factory=dict)
+
+    def variables(self) -> list[tuple[str, str, Any]]:
+        return list(self.scoped)
+
+    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], dict]:
+        data = [feeds[name] for name in self.graph.data_names]
+        probes = self.call.probes(data, list(self.values))
+        for tape in tapes:
+            for p in probes:
+                tape.watch(p)
+        result = self.call.fn(*data, *self.values, *probes)
+        n = self.call.n_outputs
+        self.live = {**dict(zip(self.probed, result[n:])), **{name: feeds[name] for name in self.inputs}}
+        recorded = {name: [[p]] for name, p in zip(self.probed, probes)}
+        recorded.update({name: [[feeds[name]]] for name in self.inputs})
+        return [result[i] for i in self.graph.output_order], recorded
+
+
+def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: list[Any]) -> GradReport:
+    """Gradients of the recovered layers of ``request.pairs`` (``variables``: the restored variables in
+    resource-argument order), from one pass per batch."""
+    import tensorflow as tf
+
+    pairs = list(request.pairs)
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))
+    chosen = [n for n in names if n not in graph.data_names]
+    layers = {n: graph.find(n) for n in chosen}
+    kept = kept_resources(graph.flat)
+    resources = [a.name for a in graph.flat.args if a.dtype == RESOURCE]
+    values = tuple(v.handle if arg in kept else tf.convert_to_tensor(v) for arg, v in zip(resources, variables))
+    by_layer = _layer_variables(graph, layers, variables, values, set(kept))
+    specs = [tf.TensorSpec([None, *request.arrays[n].shape[1:]], request.arrays[n].dtype) for n in graph.data_names]
+    call = build_probed(graph.flat, graph.saved, specs, list(values), [layers[n].output for n in chosen])
+    scoped = tuple((n, leaf, value) for n in chosen for leaf, value in by_layer[n])
+    inputs = tuple(n for n in names if n in graph.data_names)
+    subject = GraphSubject(call, graph, values, scoped, tuple(chosen), inputs)
+    stage2_variables = tuple(tuple((p, leaf, v) for p in pair for leaf, v in by_layer.get(p, ())) for pair in pairs)
+    made: list[Any] = []
+
+    def make(start: int, stop: int) -> PassRequest:
+        feeds, objective = request.batch(start, stop)
+        made.append(objective)
+        starter = _stage_starter(request, subject, by_layer, (start, stop)) if request.stages else None
+        stage_vars = stage2_variables if request.stages else ()
+        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars)
+
+    result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
+    request.loss.adopt(made[-1])
+    arrays: dict[str, np.ndarray] = {}
+    reports = _pair_reports(request, result, arrays)
+    loaded = request.loaded
+    info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, request.specs, loader=loaded.loader)
+    notes = [*request.notes, f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
+    looped = sorted({g.name for g in layers.values() for arg, _, _ in g.variables if arg in kept})
+    if looped:
+        notes.append(
+            f"variables of {', '.join(looped)} are carried into a While loop in the graph, which takes them as "
+            "resources, not values: their gradients are not reported (the layers' output gradients are)"
+        )
+    return grad_report(replace(request, notes=tuple(notes)), info, result.loss_value, reports, arrays, batches, noise)
+
+
+def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, values: tuple, kept: set) -> dict:
+    """Each chosen layer's trainable variables as (leaf name, value tensor); those a loop carries
+    (``kept``, still resources) have no value to differentiate and are left out."""
+    resources = [a.name for a in graph.flat.args if a.dtype == RESOURCE]
+    index = {arg: i for i, arg in enumerate(resources)}
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for name, layer in layers.items():
+        found = []
+        for arg, _, _ in layer.variables:
+            var = variables[index[arg]]
+            if getattr(var, "trainable", True) and arg not in kept:
+                found.append((var.name.split(":")[0].rsplit("/", 1)[-1], values[index[arg]]))
+        out[name] = list(dict(found).items())
+    return out
+
+
+def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: dict, rows: tuple[int, int]):
+    import tensorflow as tf
+
+    target = None if request.target is None else np.asarray(request.target[rows[0] : rows[1]], np.float32)
+
+    def start(recorded: Any, outputs: list[Any], inner: list[Any]) -> list[Any]:
+        staged = []
+        for (a, b), tape in zip(request.pairs, inner):
+            env: dict[str, Any] = {"act": subject.live[a], "out": subject.live[b], "y": outputs[0]}
+            env.update({f"y{i}": o for i, o in enumerate(outputs)} if len(outputs) > 1 else {})
+            if target is not None:
+                env["target"] = tf.constant(target, tf.float32)
+            sides = {"from": st.side_variables(by_layer.get(a, [])), "to": st.side_variables(by_layer.get(b, []))}
+            pair = st.StagedPair(request.stages, env["act"], env, sides, tape)
+            st.check_and_start(pair)
+            staged.append(pair)
+        return staged
+
+    return start
+
+
+def _pair_reports(request: GradientRequest, result: PassResult, arrays: dict) -> tuple[PairReport, ...]:
+    outs: dict[str, list] = {}
+    for tg in result.tensors:
+        reason = INTEGER if not tg.tensor.dtype.is_floating else NO_PATH
+        outs.setdefault(tg.name, []).append(output_entry(tg, reason, arrays))
+    weights: dict[str, list] = {}
+    for vg in result.variables:
+        weights.setdefault(vg.group, []).append(weight_entry(vg, NO_PATH, arrays))
+    plain = {(vg.group, vg.name): vg.grad for vg in result.variables}
+    staged = [st.report(out, a, plain, arrays) for out, (a, _) in zip(result.staged, request.pairs)]
+    return tuple(
+        PairReport(
+            a,
+            b,
+            tuple(outs.get(a, []) + (outs.get(b, []) if b != a else [])),
+            tuple(weights.get(a, []) + (weights.get(b, []) if b != a else [])),
+            staged[i] if staged else None,
+        )
+        for i, (a, b) in enumerate(request.pairs)
+    )
+
+
+def recovered_graph(loaded: Any, key: str) -> RecoveredGraph | None:
+    """The recovered layers of signature ``key``, read from the scanned copy of ``saved_model.pb``;
+    None when the graph cannot be flattened (the signature gradients are then reported as before)."""
+    try:
+        return recover_graph((loaded.artifact.source / "saved_model.pb").read_bytes(), key)
+    except (KeyError, ValueError, IndexError, UnicodeDecodeError, OSError):
+        return None
+
+
+def wants_graph(graph: RecoveredGraph, pairs: list[tuple[str, str]] | None, all_layers: bool) -> bool:
+    """Whether the run is about recovered layers: ``--all`` with any, or pairs naming at least one."""
+    names = {g.name for g in graph.layers}
+    if all_layers:
+        return any(not g.reason for g in graph.layers)
+    return any(n in names for pair in pairs or () for n in pair)
+
+
+def graph_pairs(graph: RecoveredGraph, pairs: list[tuple[str, str]] | None, all_layers: bool) -> tuple:
+    """``--all``: consecutive pairs of the inputs and recoverable layers (as for a Keras model, whose
+    input layers come first); else ``pairs``, checked (from must come before to)."""
+    usable = [g.name for g in graph.layers if not g.reason]
+    if all_layers:
+        every = [*graph.data_names, *usable]
+        return tuple(zip(every[:-1], every[1:]))
+    order = {name: i for i, name in enumerate([*graph.data_names, *usable])}
+    for a, b in pairs or ():
+        for name in (a, b):
+            if name not in graph.data_names:
+                graph.find(name)
+        if order[a] > order[b]:
+            raise LayerNameError(f"--from {a} comes after --to {b} in the graph; swap them")
+    return tuple(pairs or ())
+
+
+def signature_variables(loaded: Any, fn: Any, graph: RecoveredGraph) -> list[Any]:
+    """The restored variables behind the function's resource arguments, in order (its captures)."""
+    by_handle = {id(v.handle): v for v in savedmodel_variables(loaded.model)}
+    captured = [by_handle.get(id(t)) for t in fn.captured_inputs]
+    resources = [a for a in graph.flat.args if a.dtype == RESOURCE]
+    if len(captured) != len(resources) or any(v is None for v in captured):
+        raise GradientError(
+            f"{loaded.artifact.path}: the signature's captured inputs do not match its graph's variables; "
+            "per-layer gradients need a SavedModel whose signature reads plain variables"
+        )
+    return captured

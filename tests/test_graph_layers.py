@@ -1,0 +1,227 @@
+"""SavedModels without Keras metadata: layers recovered from the graph, and their gradients.
+
+Each Keras model is saved as `.keras` and exported with `model.export()`; gradinspect's per-layer
+output and weight gradients on the export must equal those on the `.keras` file for the same
+inputs and loss. Both run the same float32 ops (the export is a trace of the same layers), so
+rtol 1e-5 allows only reassociation inside kernels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_one_error_line, run_cli
+
+
+@pytest.fixture(scope="module")
+def exported(keras, tmp_path_factory):
+    """A Sequential MLP, a Functional CNN with BatchNormalization and a residual Add, a two-input model."""
+    L = keras.layers
+    d = tmp_path_factory.mktemp("exported")
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+    models = {
+        "mlp": keras.Sequential(
+            [keras.Input((4,)), L.Dense(5, activation="tanh", name="d1"), L.Dense(3, name="d2")], name="seq"
+        )
+    }
+    x = keras.Input((8, 8, 3), name="img")
+    c = L.Conv2D(4, 3, padding="same", name="conv")(x)
+    r = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(c))
+    a = L.Add(name="add")([r, L.Conv2D(4, 3, padding="same", name="conv2")(r)])
+    models["cnn"] = keras.Model(x, L.Dense(2, name="head")(L.GlobalAveragePooling2D(name="pool")(a)))
+    a_in, b_in = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = L.Concatenate(name="cat")([L.Dense(4, activation="relu", name="da")(a_in), b_in])
+    models["two"] = keras.Model([a_in, b_in], L.Dense(1, name="out")(h))
+    bn = models["cnn"].get_layer("bn")  # non-trivial moving statistics, as after training
+    bn.moving_mean.assign(rng.normal(size=4).astype("float32"))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, size=4).astype("float32"))
+    inputs = {"mlp": rng.normal(size=(6, 4)), "cnn": rng.normal(size=(5, 8, 8, 3))}
+    for name, model in models.items():
+        model.save(d / f"{name}.keras")
+        model.export(d / f"{name}_export", verbose=False)
+        if name in inputs:
+            np.save(d / f"{name}.npy", inputs[name].astype("float32"))
+    np.savez(d / "two.npz", a=rng.normal(size=(6, 3)).astype("float32"), b=rng.normal(size=(6, 2)).astype("float32"))
+    return d
+
+
+def _grads(path, data, *args):
+    npz = path.parent / f"{path.name}.{abs(hash(args))}.npz"
+    result = run_cli("grad", path, "--input", data, "--save-npz", npz, "--force", "-f", "json", *args)
+    assert result.exit_code == 0, result.stderr
+    with np.load(npz) as saved:
+        return json.loads(result.stdout), {k: saved[k] for k in saved.files}
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "layers"),
+    [
+        ("mlp", "mlp.npy", ["d1", "d2"]),
+        ("cnn", "cnn.npy", ["conv", "bn", "relu", "conv2", "add", "pool", "head"]),
+        ("two", "two.npz", ["da", "cat", "out"]),
+    ],
+)
+@pytest.mark.parametrize("loss", ["sumsq", "mean"])
+def test_exported_layers_give_the_keras_models_gradients(exported, name, data, layers, loss):
+    d = exported
+    pairs = [a for pair in zip(layers[:-1], layers[1:]) for a in ("--pair", f"{pair[0]}:{pair[1]}")]
+    report, graph = _grads(d / f"{name}_export", d / data, "--loss", loss, *pairs)
+    _, keras_arrays = _grads(d / f"{name}.keras", d / data, "--loss", loss, *pairs)
+    assert "layers recovered from the graph" in " ".join(report["notes"])
+    expected = {f"output/{n}" for n in layers}
+    assert expected <= set(graph), sorted(graph)
+    weights = {k for k in keras_arrays if k.startswith("weight/")}
+    assert weights and {k for k in graph if k.startswith("weight/")} == weights  # trainable ones only
+    for key in sorted(expected | weights):
+        scale = float(np.abs(keras_arrays[key]).max()) or 1.0
+        np.testing.assert_allclose(graph[key], keras_arrays[key], rtol=1e-5, atol=1e-6 * scale, err_msg=key)
+
+
+def test_layers_lists_the_recovered_layers_without_tensorflow(exported, keras):
+    result = run_cli("layers", exported / "cnn_export", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["source"] == "graph" and listing["graph_signature"] == "serving_default"
+    model = keras.saving.load_model(exported / "cnn.keras")
+    names = [row["name"] for row in listing["layers"]]
+    assert names == ["conv", "bn", "relu", "conv2", "add", "pool", "head"]  # topological order
+    for row in listing["layers"]:
+        layer = model.get_layer(row["name"])
+        assert row["params"] == layer.count_params(), row["name"]
+        assert tuple(row["output_shape"]) == tuple(layer.output.shape), row["name"]
+        assert row["dtype"] == "float32"
+    assert listing["layers"][1]["trainable_params"] == 8  # gamma and beta; the moving statistics are not
+    assert "Conv2D" in listing["layers"][0]["class"] and listing["layers"][2]["class"] == "Relu"
+    table = run_cli("layers", exported / "cnn_export").stdout
+    assert "Layers recovered from the graph of signature 'serving_default'" in table
+
+
+def test_stage2_on_recovered_layers_equals_the_keras_models(exported):
+    d = exported
+    args = ("--from", "d1", "--to", "d2", "--stage2", "seed", "--through", "--loss", "sumsq")
+    graph_report, graph = _grads(d / "mlp_export", d / "mlp.npy", *args)
+    keras_report, keras_arrays = _grads(d / "mlp.keras", d / "mlp.npy", *args)
+    a, b = graph_report["pairs"][0]["stage2"], keras_report["pairs"][0]["stage2"]
+    assert a["value"] == pytest.approx(b["value"], rel=1e-5)
+    assert a["stage1"]["value"] == pytest.approx(b["stage1"]["value"], rel=1e-5)
+    keys = [k for k in keras_arrays if k.startswith("stage")]
+    assert len(keys) == 5  # stage1/grad/d1 and the four stage-2 weight gradients
+    for key in keys:
+        np.testing.assert_allclose(graph[key], keras_arrays[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def module_model(keras, tmp_path_factory):
+    """A plain tf.Module saved with tf.saved_model.save, its layers as name scopes."""
+    import tensorflow as tf
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(5)
+            with tf.name_scope("enc"):
+                self.w1 = tf.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
+            with tf.name_scope("head"):
+                self.w2 = tf.Variable(rng.normal(size=(4, 2)).astype("float32"), name="kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            with tf.name_scope("enc"):
+                h = tf.tanh(x @ self.w1)
+            with tf.name_scope("head"):
+                return {"y": h @ self.w2}
+
+    net = Net()
+    d = tmp_path_factory.mktemp("module")
+    tf.saved_model.save(net, str(d / "net"), signatures={"serving_default": net.__call__})
+    np.save(d / "x.npy", np.random.default_rng(6).normal(size=(5, 3)).astype("float32"))
+    return d, net.w1.numpy().astype(np.float64), net.w2.numpy().astype(np.float64)
+
+
+def test_a_tf_module_in_closed_form(module_model):
+    """loss = Σ y² with y = tanh(x W1) W2: d/dy = 2y, d/dh = 2y W2ᵀ, d/dW2 = hᵀ 2y,
+    d/dW1 = xᵀ (2y W2ᵀ ⊙ (1 - h²)), in float64."""
+    d, w1, w2 = module_model
+    report, arrays = _grads(d / "net", d / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
+    x = np.load(d / "x.npy").astype(np.float64)
+    h = np.tanh(x @ w1)
+    y = h @ w2
+    dh = 2 * y @ w2.T
+    np.testing.assert_allclose(arrays["output/enc"], dh, rtol=1e-5)
+    np.testing.assert_allclose(arrays["output/head"], 2 * y, rtol=1e-5)
+    np.testing.assert_allclose(arrays["weight/head/kernel"], h.T @ (2 * y), rtol=1e-5)
+    np.testing.assert_allclose(arrays["weight/enc/kernel"], x.T @ (dh * (1 - h**2)), rtol=1e-5)
+
+
+def test_unknown_or_misordered_recovered_layers_are_one_error_line(exported):
+    d = exported
+    line = assert_one_error_line(run_cli("grad", d / "cnn_export", "--pair", "conv:hed", "--input", d / "cnn.npy"))
+    assert "closest: head" in line
+    line = assert_one_error_line(run_cli("grad", d / "cnn_export", "--pair", "head:conv", "--input", d / "cnn.npy"))
+    assert "swap them" in line
+    line = assert_one_error_line(run_cli("layers", d / "cnn_export", "--signature", "nope"))
+    assert "no signature 'nope'" in line
+
+
+def test_a_python_op_inside_a_layer_scope_is_refused_and_writes_nothing(keras, tmp_path):
+    import tensorflow as tf
+
+    marker = tmp_path / "marker"
+
+    class Sneaky(tf.Module):
+        def __init__(self):
+            super().__init__()
+            with tf.name_scope("enc"):
+                self.w = tf.Variable(tf.ones((2, 2)), name="kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        def __call__(self, x):
+            with tf.name_scope("enc"):
+                h = tf.py_function(lambda t: (marker.write_text("ran"), t)[1], [x @ self.w], tf.float32)
+            with tf.name_scope("head"):
+                return {"y": h * 2.0}
+
+    net = Sneaky()
+    tf.saved_model.save(net, str(tmp_path / "sneaky"), signatures={"serving_default": net.__call__})
+    assert not marker.exists()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (("layers",), ("grad", "--pair", "enc:head", "--save-npz", tmp_path / "g.npz")):
+        line = assert_one_error_line(run_cli(args[0], tmp_path / "sneaky", *args[1:]), "refused to load")
+        assert "EagerPyFunc" in line and "enc/" in line
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_exported_lstm_gives_output_gradients_and_says_why_not_its_weights(keras, tmp_path):
+    """Keras exports an LSTM as a While loop that carries the variables into its body as resources:
+    the LSTM's output gradient (probed after the loop) and the later layers' gradients still equal
+    the Keras model's; the LSTM's own weights are left out, with a note."""
+    L = keras.layers
+    keras.utils.set_random_seed(4)
+    x = keras.Input((5, 3), name="seq")
+    model = keras.Model(x, L.Dense(2, name="head")(L.LSTM(4, name="lstm")(x)))
+    model.save(tmp_path / "lstm.keras")
+    model.export(tmp_path / "lstm_export", verbose=False)
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).normal(size=(3, 5, 3)).astype("float32"))
+    report, graph = _grads(tmp_path / "lstm_export", tmp_path / "x.npy", "--pair", "lstm:head")
+    _, native = _grads(tmp_path / "lstm.keras", tmp_path / "x.npy", "--pair", "lstm:head")
+    assert sorted(graph) == ["output/head", "output/lstm", "weight/head/bias", "weight/head/kernel"]
+    for key in graph:
+        np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    assert any("variables of lstm are carried into a While loop" in n for n in report["notes"])
+
+
+def test_listing_an_export_never_imports_tensorflow(exported):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from gradinspect.commands.layers import list_layers; "
+        f"r = list_layers({str(exported / 'cnn_export')!r}); "
+        "print(r.source, len(r.layers), 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["graph", "7", "False"]
