@@ -225,3 +225,54 @@ def test_listing_an_export_never_imports_tensorflow(exported):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["graph", "7", "False"]
+
+
+def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path):
+    """`step` exists only inside a tf.while_loop body: listed with the reason, refused by name, while
+    `enc` and `head` around the loop get the gradients a tape on the live module gives."""
+    import tensorflow as tf
+
+    class Looped(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(8)
+            with tf.name_scope("enc"):
+                self.w1 = tf.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
+            with tf.name_scope("step"):
+                self.w2 = tf.Variable(0.3 * rng.normal(size=(4, 4)).astype("float32"), name="kernel")
+            with tf.name_scope("head"):
+                self.w3 = tf.Variable(rng.normal(size=(4, 2)).astype("float32"), name="kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            with tf.name_scope("enc"):
+                h = tf.tanh(x @ self.w1)
+
+            def body(i, h):
+                with tf.name_scope("step"):
+                    return i + 1, tf.tanh(h @ self.w2)
+
+            _, h = tf.while_loop(lambda i, h: i < 3, body, [tf.constant(0), h])
+            with tf.name_scope("head"):
+                return {"y": h @ self.w3}
+
+    net = Looped()
+    tf.saved_model.save(net, str(tmp_path / "looped"), signatures={"serving_default": net.__call__})
+    x = np.random.default_rng(9).normal(size=(4, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    listing = json.loads(run_cli("layers", tmp_path / "looped", "-f", "json").stdout)
+    rows = {row["name"]: row for row in listing["layers"]}
+    assert [n for n in rows if "note" not in rows[n]] == ["enc", "head"]
+    assert "inside the While loop" in rows["step"]["note"]
+    line = assert_one_error_line(
+        run_cli("grad", tmp_path / "looped", "--pair", "enc:step", "--input", tmp_path / "x.npy")
+    )
+    assert "not recoverable" in line and "While" in line
+    _, arrays = _grads(tmp_path / "looped", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
+    with tf.GradientTape() as tape:
+        y = net(tf.constant(x))["y"]
+        loss = tf.reduce_sum(y**2)
+    w1, w3 = tape.gradient(loss, [net.w1, net.w3])
+    np.testing.assert_allclose(arrays["output/head"], 2 * y.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(arrays["weight/enc/kernel"], w1.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(arrays["weight/head/kernel"], w3.numpy(), rtol=1e-5, atol=1e-7)

@@ -196,18 +196,26 @@ def _dtype(node: Node, lookup: dict[str, Node]) -> str | None:
 def _inside_bodies(flat: FlatFunction, saved: SavedGraph, depth: int, known: set[str]) -> list[GraphLayer]:
     """Scopes that exist only inside a control-flow body: not recoverable from the outer graph."""
     found = []
-    for node in flat.nodes:
-        if node.op not in CONTROL_FLOW:
-            continue
-        outer = node.group.rpartition("/")[0]
+    for node in (n for n in flat.nodes if n.op in CONTROL_FLOW):
+        outer, _, own = node.group.rpartition("/")
+        members: dict[str, list[Node]] = {}
+        names = set()
         for body in node.calls:
             for inner in saved.library[body].nodes if body in saved.library else ():
-                parts = f"{outer}/{inner.name}".split("/")
-                scope = "/".join(parts[: depth + 1])
-                if len(parts) > depth + 1 and scope not in known:
-                    known.add(scope)
-                    why = f"its ops run inside the {node.op} loop or branch {node.name!r}, not in the outer graph"
-                    found.append(GraphLayer(scope, scope, (inner.op,), None, None, None, (), why))
+                # Body ops are named under the loop's own name (while/step/Tanh): drop it.
+                name = inner.name[len(own) + 1 :] if inner.name.startswith(own + "/") else inner.name
+                path = f"{outer}/{name}" if outer else name
+                names.add(path)
+                parts = path.split("/")
+                if len(parts) > depth + 1:
+                    members.setdefault("/".join(parts[: depth + 1]), []).append(inner)
+        why = f"its ops run inside the {node.op} loop or branch {node.group!r}, not in the outer graph"
+        for scope, nodes in members.items():
+            if scope in known or scope in names or all(n.op in _PLUMBING for n in nodes):
+                continue  # seen, an op's own helpers (while/add/y), or plumbing
+            known.add(scope)
+            ops = tuple(dict.fromkeys(n.op for n in nodes if n.op not in _PLUMBING))
+            found.append(GraphLayer(scope, scope, ops, None, None, None, (), why))
     return found
 
 

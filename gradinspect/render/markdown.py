@@ -130,12 +130,21 @@ def layers(report: LayersReport, options: RenderOptions) -> str:
         lines.append(f"- signature {_code(sig.key)}({_cell(args)})")
     if report.signatures:
         lines.append("")
-    lines += ["| Layer | Class | Output shape | Params | Trainable |", "|---|---|---|--:|:-:|"]
+    graph = report.source == "graph"
+    if graph:
+        lines += [f"Layers recovered from the graph of signature {_code(report.graph_signature or '')}.", ""]
+    notes = any(row.note for row in report.layers)
+    kind = "Main ops" if graph else "Class"
+    lines += [
+        f"| Layer | {kind} | Output shape | Params | Trainable |" + (" Note |" if notes else ""),
+        "|---|---|---|--:|:-:|" + ("---|" if notes else ""),
+    ]
     for row in report.layers:
         name = "&nbsp;&nbsp;" * row.depth + _cell(row.name)
         lines.append(
             f"| {name} | {_cell(row.class_name)} | {_cell(shape(row.output_shape))} | "
             f"{count(row.params)} | {'yes' if row.trainable else 'no'} |"
+            + (f" {_cell(row.note or '')} |" if notes else "")
         )
     lines += [
         "",
