@@ -46,7 +46,10 @@ def test_every_format_has_a_renderer():
                 assert isinstance(param.type, click.Choice)
                 offered[name] = tuple(param.type.choices)
     # Each command offers exactly the formats its report type has renderers for.
+    from gradinspect.report.flow import FlowReport
+
     kinds = {"layers": LayersReport, "grad": GradReport, "check": CheckReport, "verify": VerifyReport}
+    kinds["flow"] = FlowReport
     assert offered == {name: formats_for(kind) for name, kind in kinds.items()}
 
 

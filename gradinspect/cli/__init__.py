@@ -22,6 +22,7 @@ class _Group(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        args = _globals_first(list(sys.argv[1:] if args is None else args))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -59,6 +60,16 @@ class _Group(click.Group):
             ctx.exit(INTERNAL_ERROR_EXIT)
 
 
+_GLOBAL_FLAGS = ("--debug", "--color", "--no-color")
+
+
+def _globals_first(args: list[str]) -> list[str]:
+    """The group's flags are accepted anywhere (``gradinspect grad --debug …``): moved to the front."""
+    end = args.index("--") if "--" in args else len(args)
+    found = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+    return found + [a for a in args[:end] if a not in _GLOBAL_FLAGS] + args[end:]
+
+
 def _error(message: str) -> None:
     """The one error line; text from model files or options is made printable first."""
     from gradinspect.render.safetext import printable
@@ -74,8 +85,13 @@ def _debug(ctx: click.Context) -> bool:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gradinspect")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error (for bug reports).")
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Force colour on or off (default: on a terminal, unless NO_COLOR is set).",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, color: bool | None) -> None:
     """Inspect per-layer gradients of saved Keras models.
 
     Reads Keras 3 `.keras`, legacy `.h5` (any Keras era) and TensorFlow SavedModel
@@ -83,7 +99,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     you pass --unsafe.
 
     Exit status: 0 success, 1 a check failed, 2 trouble (bad flags, an unreadable,
-    unsafe or unsupported file, bad input data).
+    unsafe or unsupported file, bad input data). --debug, --color and --no-color may
+    also be given after the command.
 
     \b
     Example:
@@ -91,7 +108,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    ctx.obj["color"] = color
 
 
 # The commands register themselves on `main` when imported.
-from gradinspect.cli import commands  # noqa: E402, F401
+from gradinspect.cli import commands, flow  # noqa: E402, F401

@@ -9,6 +9,7 @@ import click
 from gradinspect.cli import main
 from gradinspect.cli.options import (
     checked_destination,
+    checked_plot,
     data_options,
     data_values,
     emit,
@@ -16,6 +17,8 @@ from gradinspect.cli.options import (
     model_options,
     output_options,
     parse_pairs,
+    plot_file,
+    plot_options,
     progress_bar,
     split_list,
     staged_h5,
@@ -87,6 +90,7 @@ def layers(
 )
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
 @_SIGNATURE
+@plot_options
 @output_options(GradReport)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option(
@@ -134,6 +138,7 @@ def grad(
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
     h5_dest = checked_destination(save_h5, "--save-h5", reads, force=force)
     dest = checked_destination(output, "--output", reads)
+    plot = (checked_plot(data_options_values.pop("plot"), reads), data_options_values.pop("hist"))
     unsafe_notice(unsafe)
     quiet = data_options_values.get("quiet", False)
     with memory_limit(max_memory), staged_h5(h5_dest) as sink:
@@ -149,7 +154,12 @@ def grad(
                 **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
                 **data,
             )
-        emit(report, fmt, dest, ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), (h5_dest, sink)))
+        extra = (
+            (npz_dest, npz_bytes(report.arrays) if npz_dest else b""),
+            (h5_dest, sink),
+            plot_file(*plot[:1], report, plot[1]),
+        )
+        emit(report, fmt, dest, extra)
 
 
 _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
@@ -177,6 +187,7 @@ _NON_NEGATIVE = click.FloatRange(min=0)
 @click.option(
     "--rtol", type=_NON_NEGATIVE, default=1e-3, show_default=True, help="Relative change of a norm --baseline allows."
 )
+@plot_options
 @output_options(CheckReport)
 @click.pass_context
 def check(ctx: click.Context, model: str, **options: Any) -> None:
@@ -204,6 +215,7 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
         read_baseline(baseline)  # a missing or malformed baseline fails before any work
     baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads)
     dest = checked_destination(options["output"], "--output", reads)
+    plot_dest = checked_plot(options["plot"], reads)
     rules = Rules(**{k: options[k] for k in _RULE_OPTIONS}, baseline=baseline, rtol=options["rtol"])
     unsafe_notice(options["unsafe"])
     with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
@@ -216,7 +228,8 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
             unsafe=options["unsafe"],
             **data,
         )
-    emit(report, options["fmt"], dest, ((baseline_dest, baseline_json(report.grad) if baseline_dest else ""),))
+    baseline_file = (baseline_dest, baseline_json(report.grad) if baseline_dest else "")
+    emit(report, options["fmt"], dest, (baseline_file, plot_file(plot_dest, report.grad, options["hist"])))
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
 

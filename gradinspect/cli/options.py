@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import time
@@ -244,9 +245,11 @@ def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] 
         write_all(files)
         return
     write_all(files)
-    is_tty = sys.stdout.isatty()
-    width = shutil.get_terminal_size().columns if is_tty else None
-    click.echo(render(report, fmt, color=is_tty, width=width), nl=False)
+    # The terminal's width, or COLUMNS when set (also in a pipe), else 160.
+    width = shutil.get_terminal_size(fallback=(160, 24)).columns
+    color = use_color()
+    # click.echo strips styles when stdout is not a terminal unless told the colour choice.
+    click.echo(render(report, fmt, color=color, width=width), nl=False, color=color)
 
 
 @contextlib.contextmanager
@@ -300,3 +303,44 @@ def staged_h5(dest: Any) -> Iterator[Any]:
 def unsafe_notice(unsafe: bool) -> None:
     if unsafe:
         click.echo("gradinspect: --unsafe: the safety scan is off; code in the model file may run", err=True)
+
+
+def plot_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--plot FILE.png|FILE.svg`` and ``--hist``: the gradient-flow figure (matplotlib)."""
+    fn = click.option("--hist", is_flag=True, help="With --plot: add histograms of each layer's |gradient|.")(fn)
+    return click.option(
+        "--plot",
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Draw the gradient flow to FILE.png or FILE.svg (needs gradinspect[plot]).",
+    )(fn)
+
+
+def checked_plot(path: str | None, reads: list[Any]) -> Any:
+    """The ``--plot`` destination, its format and matplotlib checked before any work (None: no plot)."""
+    if not path:
+        return None
+    from gradinspect.render.plot import plot_format, require_matplotlib
+
+    plot_format(path)
+    require_matplotlib()
+    return checked_destination(path, "--plot", reads)
+
+
+def plot_file(dest: Any, grad_report: Any, hist: bool) -> tuple[Any, bytes]:
+    """``(dest, figure bytes)`` for :func:`emit`'s extra files (nothing drawn without a destination)."""
+    if dest is None:
+        return None, b""
+    from gradinspect.render.plot import figure_bytes, plot_format
+
+    return dest, figure_bytes(grad_report, plot_format(str(dest.path)), hist)
+
+
+def use_color() -> bool:
+    """Colour on a terminal unless ``NO_COLOR`` is set (https://no-color.org); ``--color``/``--no-color``
+    override both."""
+    ctx = click.get_current_context(silent=True)
+    forced = (ctx.find_root().obj or {}).get("color") if ctx is not None else None
+    if forced is not None:
+        return bool(forced)
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")

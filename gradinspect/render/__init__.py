@@ -16,6 +16,7 @@ from gradinspect.errors import UsageProblem
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import sanitized
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
+from gradinspect.report.flow import FlowReport
 
 
 class OutputFormat(str, Enum):
@@ -41,11 +42,15 @@ REGISTRY: dict[tuple[type, OutputFormat], str] = {
     (CheckReport, OutputFormat.JSON): "json:any_report",
     (CheckReport, OutputFormat.JUNIT): "junit:check",
     (CheckReport, OutputFormat.MARKDOWN): "markdown:check",
+    (FlowReport, OutputFormat.TABLE): "chart:flow",
+    (FlowReport, OutputFormat.JSON): "json:any_report",
+    (FlowReport, OutputFormat.MARKDOWN): "markdown:flow",
+    (FlowReport, OutputFormat.CSV): "csv:flow",
     (VerifyReport, OutputFormat.TABLE): "table:verify",
     (VerifyReport, OutputFormat.JSON): "json:any_report",
 }
 
-_KIND = {LayersReport: "layers", GradReport: "grad", CheckReport: "check", VerifyReport: "verify"}
+_KIND = {LayersReport: "layers", GradReport: "grad", CheckReport: "check", VerifyReport: "verify", FlowReport: "flow"}
 
 
 def formats_for(report_type: type) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from gradinspect.formatting import shape
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import csv_text
 from gradinspect.report import GradReport, LayersReport
+from gradinspect.report.flow import FlowReport
 
 STAT_KEYS = ("norm", "mean", "std", "min", "max", "abs_mean", "abs_max", "zero_fraction", "nonfinite")
 
@@ -97,4 +98,19 @@ def layers(report: LayersReport, options: RenderOptions) -> str:
                 row.depth,
             ]
         )
+    return buf.getvalue()
+
+
+FLOW_COLUMNS = [
+    "layer", "params", "grad_norm", "mean_abs", "max_abs",
+    "zero_fraction", "nonfinite", "weight_norm", "spread", "status",
+]  # fmt: skip
+
+
+def flow(report: FlowReport, options: RenderOptions) -> str:
+    buf = io.StringIO()
+    writer = _SafeWriter(csv.writer(buf, lineterminator="\n"))
+    writer.writerow(FLOW_COLUMNS)
+    for row in report.rows:
+        writer.writerow([getattr(row, column) for column in FLOW_COLUMNS])
     return buf.getvalue()

@@ -9,6 +9,7 @@ from gradinspect.formatting import count, number, shape, summed_over
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import markdown_text
 from gradinspect.report import CheckReport, GradReport, LayersReport
+from gradinspect.report.flow import FlowReport
 
 
 def _cell(text: str) -> str:
@@ -153,3 +154,22 @@ def layers(report: LayersReport, options: RenderOptions) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def flow(report: FlowReport, options: RenderOptions) -> str:
+    g = report.grad
+    lines = [
+        f"### Gradient flow of {_code(g.model.path)}",
+        "",
+        f"Loss {_code(g.loss_spec)} = {g.loss_value:.6g}; weight-gradient norm vanishing below "
+        f"{report.vanishing:g}, exploding above {report.exploding:g}.",
+        "",
+        "| Layer | Params | Grad norm | Mean \\|g\\| | Max \\|g\\| | Spread | Status |",
+        "|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in report.rows:
+        lines.append(
+            f"| {_cell(r.layer)} | {count(r.params)} | {number(r.grad_norm)} | {number(r.mean_abs)} | "
+            f"{number(r.max_abs)} | {number(r.spread)} | {r.status} |"
+        )
+    return "\n".join([*lines, ""])

@@ -11,12 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from gradinspect.formatting import count, number, shape, summed_over
+from gradinspect.render.fit import dropped_note, fit_table
+from gradinspect.render.gradtables import norm_cell, num, outputs_table, weights_table
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.text import display_name
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 
-def _drawn(draw: Callable[[Console, Any], None], report: Any, options: RenderOptions) -> str:
+def drawn(draw: Callable[[Console, Any], None], report: Any, options: RenderOptions) -> str:
     """Run ``draw`` on a console that writes to a string: colour only when asked, a fixed width."""
     buf = io.StringIO()
     console = Console(
@@ -32,37 +34,19 @@ def _drawn(draw: Callable[[Console, Any], None], report: Any, options: RenderOpt
 
 
 def layers(report: LayersReport, options: RenderOptions) -> str:
-    return _drawn(_layers, report, options)
+    return drawn(_layers, report, options)
 
 
 def grad(report: GradReport, options: RenderOptions) -> str:
-    return _drawn(_grad, report, options)
+    return drawn(_grad, report, options)
 
 
 def check(report: CheckReport, options: RenderOptions) -> str:
-    return _drawn(_check, report, options)
+    return drawn(_check, report, options)
 
 
 def verify(report: VerifyReport, options: RenderOptions) -> str:
-    return _drawn(_verify, report, options)
-
-
-# A gradient norm outside this band is flagged as vanishing or exploding.
-VANISHING = 1e-7
-EXPLODING = 1e3
-
-
-def _num(value: float | None, style_bad: bool = False) -> Text:
-    if value is None:
-        return Text("—", style="dim")
-    return Text(number(value), style="bold red" if style_bad else "")
-
-
-def _norm_cell(stats) -> Text:
-    if stats is None or stats.norm is None:
-        return Text("—", style="dim")
-    bad = stats.norm < VANISHING or stats.norm > EXPLODING
-    return _num(stats.norm, bad)
+    return drawn(_verify, report, options)
 
 
 _DASHES = tuple(Text("—", style="dim") for _ in range(8))
@@ -82,92 +66,13 @@ def _grad(console: Console, report) -> None:
     for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for pair in report.pairs:
-        console.print(_outputs_table(pair))
-        console.print(_weights_table(pair))
+        for title, columns, rows in (outputs_table(pair), weights_table(pair)):
+            table, dropped = fit_table(title, columns, rows, console.width)
+            console.print(table)
+            if dropped:
+                console.print(dropped_note(dropped, console.width))
         if pair.stage2 is not None:
             _stage2(console, pair)
-
-
-def _outputs_table(pair: Any) -> Table:
-    outs = Table(title=Text(f"Output gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
-    for col in ("Layer", "Call", "Shape"):
-        outs.add_column(col)
-    for col in ("L2 norm", "Mean", "Std", "Min", "Max", "Mean |g|", "Zero frac", "NaN/Inf"):
-        outs.add_column(col, justify="right")
-    notes = any(o.stats is None for o in pair.outputs)
-    if notes:
-        outs.add_column("Note", style="yellow", max_width=48)
-    for o in pair.outputs:
-        name = o.layer + (f".{o.tensor}" if o.tensors > 1 else "")
-        if o.stats is None:
-            outs.add_row(Text(name), str(o.call), Text(shape(o.shape)), *_DASHES[:8], Text(o.missing or ""))
-            continue
-        s = o.stats
-        outs.add_row(
-            Text(name),
-            str(o.call),
-            Text(shape(o.shape)),
-            _norm_cell(s),
-            _num(s.mean),
-            _num(s.std),
-            _num(s.min),
-            _num(s.max),
-            _num(s.abs_mean),
-            _num(s.zero_fraction),
-            Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
-        )
-    return outs
-
-
-def _weights_table(pair: Any) -> Table:
-    ws = Table(title=Text(f"Weight gradients ({pair.from_layer} → {pair.to_layer})"), title_justify="left")
-    for col in ("Layer", "Variable", "Shape"):
-        ws.add_column(col)
-    for col in ("Grad norm", "Weight norm", "Ratio", "Mean", "Std", "Max |g|", "Zero frac", "NaN/Inf"):
-        ws.add_column(col, justify="right")
-    noise = any(w.noise is not None for w in pair.weights)
-    if noise:
-        ws.add_column("Noise B", justify="right")
-        ws.add_column("SNR", justify="right")
-    if any(w.stats is None for w in pair.weights):
-        ws.add_column("Note", style="yellow", max_width=48)
-    for w in pair.weights:
-        if w.stats is None:
-            ws.add_row(
-                Text(w.layer),
-                Text(w.variable),
-                Text(shape(w.shape)),
-                _DASHES[0],
-                _num(w.weight_norm),
-                *_DASHES[:6],
-                *(_DASHES[:2] if noise else ()),
-                Text(w.missing or ""),
-            )
-            continue
-        s = w.stats
-        ws.add_row(
-            Text(w.layer),
-            Text(w.variable),
-            Text(shape(w.shape)),
-            _norm_cell(s),
-            _num(w.weight_norm),
-            _num(w.ratio),
-            _num(s.mean),
-            _num(s.std),
-            _num(s.abs_max),
-            _num(s.zero_fraction),
-            Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
-            *(_noise_cells(w.noise) if noise else ()),
-        )
-    if not pair.weights:
-        ws.add_row(Text("(no trainable variables in these layers)", style="dim"))
-    return ws
-
-
-def _noise_cells(noise: Any) -> tuple[Text, Text]:
-    if noise is None or noise.b_simple is None:
-        return _DASHES[0], _DASHES[0]
-    return _num(noise.b_simple), _num(noise.snr)
 
 
 def _stage2(console: Console, pair) -> None:
@@ -197,7 +102,7 @@ def _stage2(console: Console, pair) -> None:
                 Text(w.variable),
                 Text(shape(w.shape)),
                 *_DASHES[:6],
-                _num(w.plain_norm),
+                num(w.plain_norm),
                 _DASHES[0],
                 _DASHES[0],
                 Text(w.missing or ""),
@@ -207,15 +112,15 @@ def _stage2(console: Console, pair) -> None:
             Text(w.layer),
             Text(w.variable),
             Text(shape(w.shape)),
-            _norm_cell(s),
-            _num(s.mean),
-            _num(s.std),
-            _num(s.abs_max),
-            _num(s.zero_fraction),
+            norm_cell(s),
+            num(s.mean),
+            num(s.std),
+            num(s.abs_max),
+            num(s.zero_fraction),
             Text(str(s.nonfinite), style="bold red" if s.nonfinite else ""),
-            _num(w.plain_norm),
-            _num(w.cosine),
-            _num(w.norm_ratio),
+            num(w.plain_norm),
+            num(w.cosine),
+            num(w.norm_ratio),
         )
     console.print(table)
 
@@ -319,7 +224,7 @@ def _check(console: Console, report) -> None:
             table.add_column(col, justify="right" if col in ("Value", "Limit") else "left")
         for r in report.failures:
             table.add_row(
-                Text(r.rule, style="bold red"), Text(r.target), _num(r.value), _num(r.threshold), Text(r.message)
+                Text(r.rule, style="bold red"), Text(r.target), num(r.value), num(r.threshold), Text(r.message)
             )
         console.print(table)
     status = Text("PASS", style="bold green") if report.passed else Text("FAIL", style="bold red")
@@ -349,7 +254,7 @@ def _verify(console: Console, report) -> None:
             str(e.checked),
             f"{e.max_abs_error:.3g}",
             f"{e.max_rel_error:.3g}",
-            _num(e.max_error, not e.passed),
+            num(e.max_error, not e.passed),
             Text(e.status, style=_STATUS_STYLE.get(e.status, "")),
         )
     console.print(table)

@@ -1,0 +1,164 @@
+"""Seeing gradients: the flow chart, --plot figures, tables that fit 80 columns, colour rules."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, assert_one_error_line, run_cli
+from test_render import GOLDEN, _grad_report
+
+from gradinspect.render import render
+
+
+def _golden(name: str, text: str) -> None:
+    golden = GOLDEN / name
+    if os.environ.get("GRADINSPECT_UPDATE_GOLDENS") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_grad_table_golden_at_terminal_widths(width):
+    text = render(_grad_report(), "table", width=width)
+    _golden(f"grad_{width}.txt", text)
+    assert all(len(line) <= width for line in text.splitlines())
+    # Every number shown is whole: the full-width rendering holds each value cell as it is here.
+    assert "2.236e+04" in text and "1.118e+04" in text
+
+
+def test_narrow_tables_name_what_they_left_out():
+    text = render(_grad_report(), "table", width=80)
+    assert "(left out to fit 80 columns:" in text
+    assert "(left out" not in render(_grad_report(), "table", width=200)
+
+
+def _flow_report():
+    from gradinspect.report.flow import FlowReport, flow_rows
+
+    grad = _grad_report()
+    return FlowReport(grad, flow_rows(grad))
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_flow_chart_golden(width):
+    text = render(_flow_report(), "table", width=width)
+    _golden(f"flow_{width}.txt", text)
+    assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_flow_rows_fold_each_layers_weights():
+    """dense_2's two variables: norm = sqrt(Σ norm²), mean |g| weighted by finite entries, NaN counted."""
+    rows = {r.layer: r for r in _flow_report().rows}
+    kernel, bias = _grad_report().pairs[0].weights[:2]
+    assert rows["dense_2"].grad_norm == pytest.approx(math.hypot(kernel.stats.norm, bias.stats.norm))
+    finite = [1e4, -2e4, 0.5, -0.25, 0.0, 1.0, 2.0, -3.0]
+    assert rows["dense_2"].mean_abs == pytest.approx(np.mean(np.abs(finite)))
+    assert rows["dense_2"].nonfinite == 1 and rows["dense_2"].status == "non-finite"
+    assert rows["side"].grad_norm is None and rows["side"].status == "no gradient"
+
+
+def test_middle_ellipsis_keeps_the_end():
+    from gradinspect.render.chart import middle_ellipsis
+
+    assert middle_ellipsis("block_16_expand_relu", 30) == "block_16_expand_relu"
+    # 20 characters: a third from the start, "…", two thirds from the end (the end names the layer).
+    assert middle_ellipsis("functional/block_16_depthwise_BN_final", 20) == "functio…ise_BN_final"
+
+
+def test_flow_json_is_the_series_the_picture_is_drawn_from(tmp_path):
+    result = run_cli("flow", SAMPLES / "cnn.keras", "--input", SAMPLES / "cnn_input.npy", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    flow = json.loads(result.stdout)
+    grad = json.loads(
+        run_cli("grad", SAMPLES / "cnn.keras", "--all", "--input", SAMPLES / "cnn_input.npy", "-f", "json").stdout
+    )
+    assert [r["layer"] for r in flow["layers"]] == ["conv1", "bn1", "conv2", "head"]
+    weights = {(w["layer"], w["variable"]): w for p in grad["pairs"] for w in p["weights"]}
+    for row in flow["layers"]:
+        norms = [w["stats"]["norm"] for (layer, _), w in weights.items() if layer == row["layer"]]
+        assert row["grad_norm"] == pytest.approx(math.sqrt(sum(n * n for n in norms)), rel=1e-12)
+        assert row["status"] == "ok"
+    assert flow["thresholds"] == {"vanishing": 1e-7, "exploding": 1e3}
+
+
+@pytest.mark.parametrize("command", ["flow", "grad", "check"])
+def test_plots_are_real_png_and_svg_files(tmp_path, command):
+    pytest.importorskip("matplotlib")
+    args = ["--all"] if command == "grad" else []
+    for suffix in ("png", "svg"):
+        out = tmp_path / f"{command}.{suffix}"
+        hist = ["--hist"] if suffix == "png" else []
+        result = run_cli(
+            command, SAMPLES / "cnn.keras", *args, "--input", SAMPLES / "cnn_input.npy", "--plot", out, *hist
+        )
+        assert result.exit_code == 0, result.stderr
+    png = (tmp_path / f"{command}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert width >= 800 and height >= 500 and len(png) > 20_000  # the --hist panels make it taller
+    root = ET.parse(tmp_path / f"{command}.svg").getroot()
+    texts = {"".join(t.itertext()).strip() for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"conv1", "bn1", "conv2", "head"} <= texts, texts
+
+
+def test_plot_needs_a_png_or_svg_name_and_matplotlib(tmp_path):
+    import subprocess
+    import sys
+
+    line = assert_one_error_line(run_cli("flow", SAMPLES / "mlp.keras", "--plot", tmp_path / "f.gif"))
+    assert ".png or .svg" in line
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; sys.argv = ['gradinspect', 'flow', "
+        f"{str(SAMPLES / 'mlp.keras')!r}, '--plot', {str(tmp_path / 'f.png')!r}]; "
+        "from gradinspect.cli import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "Error: --plot needs matplotlib: pip install 'gradinspect[plot]'"
+    ]
+    assert not (tmp_path / "f.png").exists()
+
+
+def _on_a_terminal(*args: str, env: dict[str, str]) -> str:
+    """Run the CLI with stdout on a pseudo-terminal; return what the terminal received."""
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gradinspect", *args], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait() == 0, seen
+    os.close(leader)
+    return seen.decode(errors="replace")
+
+
+def test_no_color_turns_colour_off_on_a_terminal_and_flags_override():
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    args = ("layers", str(SAMPLES / "mlp.keras"))
+    assert "\x1b[" in _on_a_terminal(*args, env=env)  # colour on a terminal by default
+    assert "\x1b[" not in _on_a_terminal(*args, env={**env, "NO_COLOR": "1"})
+    assert "\x1b[" in _on_a_terminal(*args, "--color", env={**env, "NO_COLOR": "1"})
+    assert "\x1b[" not in _on_a_terminal(*args, "--no-color", env=env)
+
+
+def test_global_flags_work_after_the_command():
+    result = run_cli("grad", "--debug", SAMPLES / "mlp.keras", "--from", "nope", "--to", "dense_2")
+    assert result.exit_code == 2 and "Traceback" in result.stderr  # --debug took effect
+    piped = run_cli("layers", SAMPLES / "mlp.keras", "--color")
+    assert piped.exit_code == 0 and "\x1b[" in piped.stdout
