@@ -52,14 +52,14 @@ def destination(path: str | Path, option: str, reads: Iterable[Path] = (), force
         raise OutputError(f"{option} {p}: the directory {str(p.parent)!r} does not exist; create it first")
     if target.is_dir():
         raise OutputError(f"{option} {p}: is a directory; give a file name")
-    if not force and target.exists():
-        raise OutputError(f"{option} {p}: the file exists; pass --force to overwrite it")
     for read in reads:
         if _same(target, read):
             raise OutputError(
                 f"{option} {p}: is {read}, a file this run reads; gradinspect never overwrites its inputs, "
                 "give another output path"
             )
+    if not force and target.exists():
+        raise OutputError(f"{option} {p}: the file exists; pass --force to overwrite it")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{option} {p}: cannot write in {str(parent)!r} (permission denied)")
     return Destination(p, target, option)

@@ -8,8 +8,8 @@ import click
 
 from gradinspect.cli import main
 from gradinspect.cli.options import (
+    ExtraOutputs,
     checked_destination,
-    checked_plot,
     data_options,
     data_values,
     emit,
@@ -17,7 +17,6 @@ from gradinspect.cli.options import (
     model_options,
     output_options,
     parse_pairs,
-    plot_file,
     plot_options,
     progress_bar,
     split_list,
@@ -47,6 +46,7 @@ def layers(
     max_memory: int | None,
     fmt: str,
     output: str | None,
+    force: bool,
 ) -> None:
     """List the layers of MODEL: name, class, output shape, parameters, trainable.
 
@@ -63,7 +63,7 @@ def layers(
     from gradinspect.artifacts.limits import memory_limit
     from gradinspect.commands.layers import list_layers
 
-    dest = checked_destination(output, "--output", files_read(model, custom_objects))
+    dest = checked_destination(output, "--output", files_read(model, custom_objects), force=force)
     unsafe_notice(unsafe)
     with memory_limit(max_memory):
         report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe, signature=signature)
@@ -91,7 +91,7 @@ def layers(
 @click.option("--through", is_flag=True, help="Differentiate through g (double backprop); default: g is a constant.")
 @_SIGNATURE
 @plot_options
-@output_options(GradReport)
+@output_options(GradReport, files=True)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option(
     "--save-h5",
@@ -99,7 +99,6 @@ def layers(
     type=click.Path(dir_okay=False),
     help="Save the per-sample output gradients of every batch as HDF5 datasets output/<layer>, shape (N, ...).",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing --save-npz or --save-h5 file.")
 def grad(
     model,
     custom_objects,
@@ -137,8 +136,8 @@ def grad(
     reads = files_read(model, custom_objects, data["inputs"], data["target"])
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
     h5_dest = checked_destination(save_h5, "--save-h5", reads, force=force)
-    dest = checked_destination(output, "--output", reads)
-    plot = (checked_plot(data_options_values.pop("plot"), reads), data_options_values.pop("hist"))
+    dest = checked_destination(output, "--output", reads, force=force)
+    extras = ExtraOutputs.checked({**data_options_values, "force": force}, reads)
     unsafe_notice(unsafe)
     quiet = data_options_values.get("quiet", False)
     with memory_limit(max_memory), staged_h5(h5_dest) as sink:
@@ -154,12 +153,8 @@ def grad(
                 **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
                 **data,
             )
-        extra = (
-            (npz_dest, npz_bytes(report.arrays) if npz_dest else b""),
-            (h5_dest, sink),
-            plot_file(*plot[:1], report, plot[1]),
-        )
-        emit(report, fmt, dest, extra)
+        npz = (npz_dest, npz_bytes(report.arrays) if npz_dest else b"")
+        emit(report, fmt, dest, (npz, (h5_dest, sink), *extras.rendered(report, report)))
 
 
 _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
@@ -188,7 +183,7 @@ _NON_NEGATIVE = click.FloatRange(min=0)
     "--rtol", type=_NON_NEGATIVE, default=1e-3, show_default=True, help="Relative change of a norm --baseline allows."
 )
 @plot_options
-@output_options(CheckReport)
+@output_options(CheckReport, files=True)
 @click.pass_context
 def check(ctx: click.Context, model: str, **options: Any) -> None:
     """Check that MODEL back-propagates healthy gradients: a smoke test for CI.
@@ -213,9 +208,10 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
     reads = files_read(model, options["custom_objects"], data["inputs"], data["target"], baseline)
     if baseline is not None:
         read_baseline(baseline)  # a missing or malformed baseline fails before any work
-    baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads)
-    dest = checked_destination(options["output"], "--output", reads)
-    plot_dest = checked_plot(options["plot"], reads)
+    force = options["force"]
+    baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads, force=force)
+    dest = checked_destination(options["output"], "--output", reads, force=force)
+    extras = ExtraOutputs.checked(options, reads)
     rules = Rules(**{k: options[k] for k in _RULE_OPTIONS}, baseline=baseline, rtol=options["rtol"])
     unsafe_notice(options["unsafe"])
     with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
@@ -229,7 +225,7 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
             **data,
         )
     baseline_file = (baseline_dest, baseline_json(report.grad) if baseline_dest else "")
-    emit(report, options["fmt"], dest, (baseline_file, plot_file(plot_dest, report.grad, options["hist"])))
+    emit(report, options["fmt"], dest, (baseline_file, *extras.rendered(report, report.grad)))
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
 
@@ -270,7 +266,7 @@ def verify(ctx: click.Context, model: str, layer: str, **options: Any) -> None:
 
     data = data_values(options)
     reads = files_read(model, options["custom_objects"], data["inputs"], data["target"])
-    dest = checked_destination(options["output"], "--output", reads)
+    dest = checked_destination(options["output"], "--output", reads, force=options["force"])
     unsafe_notice(options["unsafe"])
     with memory_limit(options["max_memory"]), progress_bar("finite differences") as progress:
         report = run_verify(

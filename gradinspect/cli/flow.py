@@ -48,8 +48,8 @@ def flow(model: str, **options: Any) -> None:
 
     data = data_values(options)
     reads = files_read(model, options["custom_objects"], data["inputs"], data["target"])
-    plot_dest = checked_plot(options["plot"], reads)
-    dest = checked_destination(options["output"], "--output", reads)
+    plot_dest = checked_plot(options["plot"], reads, options["force"])
+    dest = checked_destination(options["output"], "--output", reads, force=options["force"])
     unsafe_notice(options["unsafe"])
     with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
         report = inspect_flow(

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -52,20 +53,36 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("model", type=click.Path())(fn)
 
 
-def output_options(report_type: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--format`` (the formats ``report_type`` has renderers for) and ``--output``."""
+# Formats a run can also write to a file of their own (``--junit FILE``, …), beside the terminal table.
+REPORT_FILES = ("json", "markdown", "junit")
+
+
+def output_options(report_type: type, files: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` (the formats ``report_type`` has renderers for), ``--output``, ``--force`` and,
+    with ``files``, ``--json/--markdown/--junit FILE`` for those of its formats in REPORT_FILES."""
     from gradinspect.render import formats_for
 
-    return lambda fn: _output_options(fn, formats_for(report_type))
+    formats = formats_for(report_type)
+    extra = tuple(f for f in REPORT_FILES if f in formats) if files else ()
+    return lambda fn: _output_options(fn, formats, extra)
 
 
-def _output_options(fn: Callable[..., Any], formats: tuple[str, ...]) -> Callable[..., Any]:
+def _output_options(fn: Callable[..., Any], formats: tuple[str, ...], files: tuple[str, ...]) -> Callable[..., Any]:
+    for fmt in files:
+        fn = click.option(
+            f"--{fmt}",
+            f"{fmt}_file",
+            type=click.Path(dir_okay=False),
+            metavar="FILE",
+            help=f"Also write the result as {fmt} to FILE (same run; any of these together).",
+        )(fn)
+    fn = click.option("--force", is_flag=True, help="Overwrite existing output files (-o and the others).")(fn)
     fn = click.option(
         "-o",
         "--output",
         type=click.Path(dir_okay=False),
         metavar="FILE",
-        help="Write the result to FILE (atomically) instead of stdout.",
+        help="Write the result to FILE (atomically) instead of stdout; an existing FILE needs --force.",
     )(fn)
     return click.option(
         "-f",
@@ -225,6 +242,23 @@ def files_read(model: str, *paths: Any) -> list[Any]:
     return input_paths(model, *paths)
 
 
+def report_files(options: dict[str, Any], reads: list[Any]) -> dict[str, Any]:
+    """``--json/--markdown/--junit FILE`` destinations by format, checked before any work."""
+    force = options.get("force", False)
+    return {
+        fmt: checked_destination(options.get(f"{fmt}_file"), f"--{fmt}", reads, force=force)
+        for fmt in REPORT_FILES
+        if options.get(f"{fmt}_file")
+    }
+
+
+def rendered_files(report: Any, files: dict[str, Any]) -> tuple[tuple[Any, str], ...]:
+    """The report rendered once per extra file, for :func:`emit`."""
+    from gradinspect.render import render
+
+    return tuple((dest, render(report, fmt)) for fmt, dest in files.items())
+
+
 def checked_destination(path: str | None, option: str, reads: list[Any], force: bool = True) -> Any:
     """Check an output path before any work (None when the option was not given)."""
     if not path:
@@ -316,7 +350,7 @@ def plot_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def checked_plot(path: str | None, reads: list[Any]) -> Any:
+def checked_plot(path: str | None, reads: list[Any], force: bool = False) -> Any:
     """The ``--plot`` destination, its format and matplotlib checked before any work (None: no plot)."""
     if not path:
         return None
@@ -324,7 +358,7 @@ def checked_plot(path: str | None, reads: list[Any]) -> Any:
 
     plot_format(path)
     require_matplotlib()
-    return checked_destination(path, "--plot", reads)
+    return checked_destination(path, "--plot", reads, force=force)
 
 
 def plot_file(dest: Any, grad_report: Any, hist: bool) -> tuple[Any, bytes]:
@@ -344,3 +378,22 @@ def use_color() -> bool:
     if forced is not None:
         return bool(forced)
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """``--plot`` (with ``--hist``) and ``--json/--markdown/--junit FILE``, checked before any work."""
+
+    plot: Any
+    hist: bool
+    files: dict[str, Any]
+
+    @classmethod
+    def checked(cls, options: dict[str, Any], reads: list[Any]) -> ExtraOutputs:
+        force = options.get("force", False)
+        plot = checked_plot(options.pop("plot", None), reads, force)
+        return cls(plot, bool(options.pop("hist", False)), report_files(options, reads))
+
+    def rendered(self, report: Any, grad_report: Any) -> tuple[tuple[Any, Any], ...]:
+        """(destination, bytes) of each, from one run's report (and the GradReport the figure is drawn from)."""
+        return (plot_file(self.plot, grad_report, self.hist), *rendered_files(report, self.files))
