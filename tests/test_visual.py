@@ -125,6 +125,19 @@ def test_plot_needs_a_png_or_svg_name_and_matplotlib(tmp_path):
     assert not (tmp_path / "f.png").exists()
 
 
+def _drain(leader: int) -> bytes:
+    """Everything the child writes to the pseudo-terminal, until it closes it."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            return seen
+        if not chunk:
+            return seen
+        seen += chunk
+
+
 def _on_a_terminal(*args: str, env: dict[str, str]) -> str:
     """Run the CLI with stdout on a pseudo-terminal; return what the terminal received."""
     import pty
@@ -134,15 +147,7 @@ def _on_a_terminal(*args: str, env: dict[str, str]) -> str:
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "gradinspect", *args], stdout=follower, stderr=follower, env=env)
     os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = _drain(leader)
     assert proc.wait() == 0, seen
     os.close(leader)
     return seen.decode(errors="replace")
@@ -162,3 +167,25 @@ def test_global_flags_work_after_the_command():
     assert result.exit_code == 2 and "Traceback" in result.stderr  # --debug took effect
     piped = run_cli("layers", SAMPLES / "mlp.keras", "--color")
     assert piped.exit_code == 0 and "\x1b[" in piped.stdout
+
+
+def test_a_long_single_pass_job_shows_its_steps_on_a_terminal_only():
+    """grad on one batch: loading TensorFlow and the model takes over a second, so a terminal sees
+    the step names on stderr; stdout stays the data, and a pipe (CliRunner) sees no display."""
+    import pty
+    import subprocess
+    import sys
+
+    args = ["grad", str(SAMPLES / "cnn.keras"), "--all", "--input", str(SAMPLES / "cnn_input.npy"), "-f", "json"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gradinspect", *args], stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = _drain(leader)
+    out = proc.stdout.read()
+    assert proc.wait() == 0
+    os.close(leader)
+    steps = ("loading the model", "reading the inputs", "forward pass", "backward pass", "statistics", "rendering")
+    assert any(step in seen.decode(errors="replace") for step in steps), seen
+    assert json.loads(out)["pairs"]  # stdout is the JSON alone
+    piped = run_cli(*args)
+    assert piped.exit_code == 0 and piped.stderr == ""

@@ -7,22 +7,18 @@ from typing import Any
 import click
 
 from gradinspect.cli import main
+from gradinspect.cli.feedback import progress_bar, say
 from gradinspect.cli.options import (
-    ExtraOutputs,
-    checked_destination,
     data_options,
     data_values,
-    emit,
     files_read,
     model_options,
     output_options,
     parse_pairs,
-    plot_options,
-    progress_bar,
     split_list,
-    staged_h5,
     unsafe_notice,
 )
+from gradinspect.cli.outputs import ExtraOutputs, checked_destination, emit, plot_options, staged_h5
 from gradinspect.errors import UsageProblem
 from gradinspect.output import npz_bytes
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
@@ -153,8 +149,9 @@ def grad(
                 **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
                 **data,
             )
-        npz = (npz_dest, npz_bytes(report.arrays) if npz_dest else b"")
-        emit(report, fmt, dest, (npz, (h5_dest, sink), *extras.rendered(report, report)))
+            say(progress, "rendering")
+            files = ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), *extras.rendered(report, report))
+        emit(report, fmt, dest, (*files, (h5_dest, sink)))
 
 
 _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
@@ -224,8 +221,12 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
             unsafe=options["unsafe"],
             **data,
         )
-    baseline_file = (baseline_dest, baseline_json(report.grad) if baseline_dest else "")
-    emit(report, options["fmt"], dest, (baseline_file, *extras.rendered(report, report.grad)))
+        say(progress, "rendering")
+        files = (
+            (baseline_dest, baseline_json(report.grad) if baseline_dest else ""),
+            *extras.rendered(report, report.grad),
+        )
+    emit(report, options["fmt"], dest, files)
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
 

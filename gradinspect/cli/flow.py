@@ -7,20 +7,9 @@ from typing import Any
 import click
 
 from gradinspect.cli import main
-from gradinspect.cli.options import (
-    checked_destination,
-    checked_plot,
-    data_options,
-    data_values,
-    emit,
-    files_read,
-    model_options,
-    output_options,
-    plot_file,
-    plot_options,
-    progress_bar,
-    unsafe_notice,
-)
+from gradinspect.cli.feedback import progress_bar, say
+from gradinspect.cli.options import data_options, data_values, files_read, model_options, output_options, unsafe_notice
+from gradinspect.cli.outputs import checked_destination, checked_plot, emit, plot_file, plot_options
 from gradinspect.report.flow import FlowReport
 
 
@@ -60,4 +49,6 @@ def flow(model: str, **options: Any) -> None:
             signature=options["signature"],
             **data,
         )
-    emit(report, options["fmt"], dest, (plot_file(plot_dest, report.grad, options["hist"]),))
+        say(progress, "rendering")
+        figure = plot_file(plot_dest, report.grad, options["hist"])
+    emit(report, options["fmt"], dest, (figure,))

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from gradinspect.cli.outputs import REPORT_FILES
 from gradinspect.errors import UsageProblem
 
 
@@ -51,10 +46,6 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="A Python file you trust, imported to register custom layers and functions.",
     )(fn)
     return click.argument("model", type=click.Path())(fn)
-
-
-# Formats a run can also write to a file of their own (``--junit FILE``, …), beside the terminal table.
-REPORT_FILES = ("json", "markdown", "junit")
 
 
 def output_options(report_type: type, files: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -242,158 +233,6 @@ def files_read(model: str, *paths: Any) -> list[Any]:
     return input_paths(model, *paths)
 
 
-def report_files(options: dict[str, Any], reads: list[Any]) -> dict[str, Any]:
-    """``--json/--markdown/--junit FILE`` destinations by format, checked before any work."""
-    force = options.get("force", False)
-    return {
-        fmt: checked_destination(options.get(f"{fmt}_file"), f"--{fmt}", reads, force=force)
-        for fmt in REPORT_FILES
-        if options.get(f"{fmt}_file")
-    }
-
-
-def rendered_files(report: Any, files: dict[str, Any]) -> tuple[tuple[Any, str], ...]:
-    """The report rendered once per extra file, for :func:`emit`."""
-    from gradinspect.render import render
-
-    return tuple((dest, render(report, fmt)) for fmt, dest in files.items())
-
-
-def checked_destination(path: str | None, option: str, reads: list[Any], force: bool = True) -> Any:
-    """Check an output path before any work (None when the option was not given)."""
-    if not path:
-        return None
-    from gradinspect.output import destination
-
-    return destination(path, option, reads, force=force)
-
-
-def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] = ()) -> None:
-    """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
-    from gradinspect.output import write_all
-    from gradinspect.render import render
-
-    files = [(dest, data) for dest, data in extra if dest is not None]
-    if output is not None:
-        files.append((output, render(report, fmt)))
-        write_all(files)
-        return
-    write_all(files)
-    # The terminal's width, or COLUMNS when set (also in a pipe), else 160.
-    width = shutil.get_terminal_size(fallback=(160, 24)).columns
-    color = use_color()
-    # click.echo strips styles when stdout is not a terminal unless told the colour choice.
-    click.echo(render(report, fmt, color=color, width=width), nl=False, color=color)
-
-
-@contextlib.contextmanager
-def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[..., None] | None]:
-    """A progress bar on stderr for long loops, only when stderr is a terminal (never in logs).
-
-    Yields ``update(done, total, samples=None)``; with ``samples`` (samples done) it shows samples/s."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    rate = TextColumn("{task.fields[rate]}")
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), rate, TimeElapsedColumn(), TimeRemainingColumn())
-    started = time.monotonic()
-
-    def update(done: int, total: int, samples: int | None = None) -> None:
-        elapsed = time.monotonic() - started
-        speed = f"{samples / elapsed:,.0f} samples/s" if samples and elapsed > 0 else ""
-        bar.update(task, completed=done, total=total, rate=speed)
-
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None, rate="")
-        yield update
-
-
-@contextlib.contextmanager
-def staged_h5(dest: Any) -> Iterator[Any]:
-    """The ``--save-h5`` writer for a checked destination (None without one); its temporary file is
-    removed on the way out unless :func:`emit` renamed it into place."""
-    if dest is None:
-        yield None
-        return
-    from gradinspect.output import StagedH5
-
-    sink = StagedH5(dest)
-    try:
-        yield sink
-    finally:
-        sink.discard()
-
-
 def unsafe_notice(unsafe: bool) -> None:
     if unsafe:
         click.echo("gradinspect: --unsafe: the safety scan is off; code in the model file may run", err=True)
-
-
-def plot_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--plot FILE.png|FILE.svg`` and ``--hist``: the gradient-flow figure (matplotlib)."""
-    fn = click.option("--hist", is_flag=True, help="With --plot: add histograms of each layer's |gradient|.")(fn)
-    return click.option(
-        "--plot",
-        metavar="FILE",
-        type=click.Path(dir_okay=False),
-        help="Draw the gradient flow to FILE.png or FILE.svg (needs gradinspect[plot]).",
-    )(fn)
-
-
-def checked_plot(path: str | None, reads: list[Any], force: bool = False) -> Any:
-    """The ``--plot`` destination, its format and matplotlib checked before any work (None: no plot)."""
-    if not path:
-        return None
-    from gradinspect.render.plot import plot_format, require_matplotlib
-
-    plot_format(path)
-    require_matplotlib()
-    return checked_destination(path, "--plot", reads, force=force)
-
-
-def plot_file(dest: Any, grad_report: Any, hist: bool) -> tuple[Any, bytes]:
-    """``(dest, figure bytes)`` for :func:`emit`'s extra files (nothing drawn without a destination)."""
-    if dest is None:
-        return None, b""
-    from gradinspect.render.plot import figure_bytes, plot_format
-
-    return dest, figure_bytes(grad_report, plot_format(str(dest.path)), hist)
-
-
-def use_color() -> bool:
-    """Colour on a terminal unless ``NO_COLOR`` is set (https://no-color.org); ``--color``/``--no-color``
-    override both."""
-    ctx = click.get_current_context(silent=True)
-    forced = (ctx.find_root().obj or {}).get("color") if ctx is not None else None
-    if forced is not None:
-        return bool(forced)
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-
-
-@dataclass(frozen=True)
-class ExtraOutputs:
-    """``--plot`` (with ``--hist``) and ``--json/--markdown/--junit FILE``, checked before any work."""
-
-    plot: Any
-    hist: bool
-    files: dict[str, Any]
-
-    @classmethod
-    def checked(cls, options: dict[str, Any], reads: list[Any]) -> ExtraOutputs:
-        force = options.get("force", False)
-        plot = checked_plot(options.pop("plot", None), reads, force)
-        return cls(plot, bool(options.pop("hist", False)), report_files(options, reads))
-
-    def rendered(self, report: Any, grad_report: Any) -> tuple[tuple[Any, Any], ...]:
-        """(destination, bytes) of each, from one run's report (and the GradReport the figure is drawn from)."""
-        return (plot_file(self.plot, grad_report, self.hist), *rendered_files(report, self.files))

@@ -23,7 +23,7 @@ from gradinspect.engine.inputs import RandomDraw, output_targets
 from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
 from gradinspect.engine.losses import check_loss_spec, compiled_losses
 from gradinspect.engine.objective import Objective, OutputChoice, build_objective
-from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.request import GradientRequest, say
 from gradinspect.engine.signatures import savedmodel_signature, signature_gradients, signature_output_names
 from gradinspect.engine.source import prepare_source
 from gradinspect.engine.stages import parse_stages
@@ -77,7 +77,9 @@ def inspect_gradients(
     """
     grad_opts, data, model_opts = checked_options(inputs, options)
     strategy = device_strategy(data.devices) if data.devices else None  # before TensorFlow starts
+    say(grad_opts.progress, "loading the model")
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
+    say(grad_opts.progress, "reading the inputs")
     signature = savedmodel_signature(loaded, grad_opts.signature) if loaded.loader == "tf.saved_model" else None
     specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
     names = signature_output_names(signature) if signature else output_names(loaded.model)

@@ -21,7 +21,7 @@ from gradinspect.engine import stages as st
 from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, weight_entry
 from gradinspect.engine.graph_probe import ProbedCall, build_probed
 from gradinspect.engine.passes import PassRequest, PassResult
-from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.request import GradientRequest, say
 from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, ModelInfo, PairReport
@@ -85,10 +85,12 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
         made.append(objective)
         starter = _stage_starter(request, subject, by_layer, (start, stop)) if request.stages else None
         stage_vars = stage2_variables if request.stages else ()
-        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars)
+        phase = getattr(request.progress, "phase", None) if start == 0 else None
+        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars, phase)
 
     result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
     request.loss.adopt(made[-1])
+    say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}
     reports = _pair_reports(request, result, arrays)
     loaded = request.loaded

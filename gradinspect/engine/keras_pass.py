@@ -21,7 +21,7 @@ from gradinspect.engine.entries import (
     weight_entry,
 )
 from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult
-from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.request import GradientRequest, say
 from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
@@ -75,13 +75,16 @@ def keras_gradients(request: GradientRequest) -> GradReport:
         feeds, objective = request.batch(start, stop)
         starter = _stage_starter(request, pairs, by_layer, (start, stop)) if request.stages else None
         made.append(objective)
-        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage2_variables)
+        phase = getattr(request.progress, "phase", None) if start == 0 else None
+        n_stages = len(pairs) if request.stages else 0
+        return PassRequest(subject, feeds, objective, n_stages, starter, stage2_variables, phase)
 
     made: list[Any] = []
     result, batches, noise = execute(
         make, request.samples, request.plan, request.progress, request.sink, request.compile, request.strategy
     )
     request.loss.adopt(made[-1])
+    say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}
     pair_reports = _pair_reports(request, result, wanted, arrays)
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)

@@ -61,6 +61,7 @@ class PassRequest:
     stage_pairs: int = 0
     stages: Callable[[Recorded, list[Any], list[Any]], list[Any]] | None = None
     stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = field(default=())
+    phase: Callable[[str], None] | None = field(default=None, compare=False)  # names the step running
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def run_pass(request: PassRequest) -> PassResult:
             if request.subject.watch_variables:
                 for _, _, v in variables:
                     tape.watch(v)
+            if request.phase is not None:
+                request.phase("forward pass")
             outputs, recorded = request.subject.forward(feeds, [tape, *inner])
             require_differentiable([outputs[i] for i in request.loss.output_indices if i < len(outputs)])
             loss_value = request.loss(outputs)
@@ -132,6 +135,8 @@ def run_pass(request: PassRequest) -> PassResult:
             raise GradientError(f"{request.subject.label} failed: {first_line(exc)}") from exc
     targets = [(n, c, j, t) for n, calls in recorded.items() for c, ts in enumerate(calls) for j, t in enumerate(ts)]
     sources = [t for *_, t in targets] + [v for *_, v in variables]
+    if request.phase is not None:
+        request.phase("backward pass")
     # One backward call for every target: the cost of a single forward+backward pass.
     grads = tape.gradient(loss_value, sources, unconnected_gradients=tf.UnconnectedGradients.NONE) if sources else []
     outcomes = tuple(

@@ -70,3 +70,10 @@ class GradientRequest:
         if self.inputs is not None:
             return self.inputs.fingerprint()
         return fingerprint(self.arrays, list(self.specs))
+
+
+def say(progress: Any, text: str) -> None:
+    """Name the step now running (``progress.phase``, when the progress display has one)."""
+    phase = getattr(progress, "phase", None)
+    if phase is not None:
+        phase(text)

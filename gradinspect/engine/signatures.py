@@ -22,7 +22,7 @@ from gradinspect.engine.entries import (
     weight_entry,
 )
 from gradinspect.engine.passes import PassRequest, SignatureSubject
-from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.request import GradientRequest, say
 from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, PairReport
@@ -66,10 +66,11 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
     def make(start: int, stop: int) -> PassRequest:
         feeds, objective = request.batch(start, stop)
         made.append(objective)
-        return PassRequest(subject, feeds, objective)
+        return PassRequest(subject, feeds, objective, phase=getattr(request.progress, "phase", None))
 
     result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
     request.loss.adopt(made[-1])
+    say(request.progress, "statistics")
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays: dict[str, np.ndarray] = {}
     outs = tuple(
