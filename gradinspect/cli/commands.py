@@ -155,6 +155,17 @@ def grad(
 
 
 _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
+
+
+def _rules(options: dict[str, Any], baseline: str | None) -> Any:
+    """The check's rules: the flags, over the top-level thresholds of --rules FILE, and its per-layer tables."""
+    from gradinspect.commands.check import Rules, read_rules
+
+    defaults, per_layer = read_rules(options["rules_file"]) if options["rules_file"] else ({}, ())
+    flags = {k: options[k] if options[k] is not None else defaults.get(k) for k in _RULE_OPTIONS}
+    return Rules(**flags, baseline=baseline, rtol=options["rtol"], per_layer=per_layer)
+
+
 _RULE_OPTIONS = ("allow_nonfinite", "allow_disconnected", "max_norm", "min_norm", "max_zero_fraction", "max_ratio")
 _NON_NEGATIVE = click.FloatRange(min=0)
 
@@ -174,6 +185,13 @@ _NON_NEGATIVE = click.FloatRange(min=0)
     help="Fail when more than F of a gradient's entries are exactly 0.",
 )
 @click.option("--max-ratio", type=_NON_NEGATIVE, metavar="R", help="Fail when gradient norm / weight norm exceeds R.")
+@click.option(
+    "--rules",
+    "rules_file",
+    metavar="FILE.toml",
+    type=click.Path(dir_okay=False),
+    help="Per-layer thresholds: [[layer]] tables with match = GLOB and the keys of the flags above.",
+)
 @click.option("--write-baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Save the gradient profile.")
 @click.option("--baseline", metavar="FILE", type=click.Path(dir_okay=False), help="Compare with a saved profile.")
 @click.option(
@@ -197,19 +215,21 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
       gradinspect check model.keras --baseline grads.json --rtol 0.01
     """
     from gradinspect.artifacts.limits import memory_limit
-    from gradinspect.commands.check import Rules, baseline_json, read_baseline
+    from gradinspect.commands.check import baseline_json, read_baseline
     from gradinspect.commands.check import check as run_check
 
     data = data_values(options)
     baseline = options["baseline"]
-    reads = files_read(model, options["custom_objects"], data["inputs"], data["target"], baseline)
+    reads = files_read(
+        model, options["custom_objects"], data["inputs"], data["target"], baseline, options["rules_file"]
+    )
     if baseline is not None:
         read_baseline(baseline)  # a missing or malformed baseline fails before any work
     force = options["force"]
     baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads, force=force)
     dest = checked_destination(options["output"], "--output", reads, force=force)
     extras = ExtraOutputs.checked(options, reads)
-    rules = Rules(**{k: options[k] for k in _RULE_OPTIONS}, baseline=baseline, rtol=options["rtol"])
+    rules = _rules(options, baseline)
     unsafe_notice(options["unsafe"])
     with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
         report = run_check(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gradinspect.errors import BaselineError, UsageProblem
-from gradinspect.formatting import MISSING, number
+from gradinspect.formatting import MISSING, first_line, number
 from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
 
 # 2: the input fingerprint covers the data only (version 1 hashed input names too).
@@ -71,11 +71,12 @@ def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
             continue
         if not rules.allow_disconnected:
             results.append(RuleResult("disconnected", key, True, None, None, "receives a gradient"))
+        limits = rules.limits(w.layer)
         for rule, limit, value, is_max, describe in (
-            ("max-norm", rules.max_norm, s.norm, True, "gradient norm"),
-            ("min-norm", rules.min_norm, s.norm, False, "gradient norm"),
-            ("max-zero-fraction", rules.max_zero_fraction, s.zero_fraction, True, "share of exactly-zero entries"),
-            ("max-ratio", rules.max_ratio, w.ratio, True, "gradient/weight norm ratio"),
+            ("max-norm", limits["max_norm"], s.norm, True, "gradient norm"),
+            ("min-norm", limits["min_norm"], s.norm, False, "gradient norm"),
+            ("max-zero-fraction", limits["max_zero_fraction"], s.zero_fraction, True, "share of exactly-zero entries"),
+            ("max-ratio", limits["max_ratio"], w.ratio, True, "gradient/weight norm ratio"),
         ):
             if limit is None:
                 continue
@@ -244,3 +245,51 @@ def assert_healthy(model_or_path: Any, inputs: Any = None, **kwargs: Any) -> Che
         lines = [f"{r.rule} {r.target}: {r.message}" for r in report.failures]
         raise AssertionError(f"{report.summary()}:\n  " + "\n  ".join(lines))
     return report
+
+
+_RULE_KEYS = {
+    "max-norm": "max_norm",
+    "min-norm": "min_norm",
+    "max-zero-fraction": "max_zero_fraction",
+    "max-ratio": "max_ratio",
+}
+
+
+def read_rules(path: str | Path) -> tuple[dict[str, float], tuple[tuple[str, dict[str, float]], ...]]:
+    """``--rules FILE.toml``: top-level thresholds (defaults the flags override) and ``[[layer]]``
+    tables, each a ``match`` glob on layer names and thresholds. Keys as the flags: max-norm,
+    min-norm, max-zero-fraction, max-ratio. UsageProblem for anything else, before any work."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageProblem(f"--rules {path}: cannot read it as TOML ({first_line(exc)})") from exc
+    layers = data.pop("layer", [])
+    if not isinstance(layers, list):
+        raise UsageProblem(f"--rules {path}: 'layer' must be an array of tables ([[layer]])")
+    defaults = _thresholds(path, data, "the top level")
+    per_layer = []
+    for i, table in enumerate(layers, 1):
+        if not isinstance(table, dict) or not isinstance(table.get("match"), str):
+            raise UsageProblem(f'--rules {path}: [[layer]] number {i} needs match = "GLOB" (a layer-name pattern)')
+        rest = {k: v for k, v in table.items() if k != "match"}
+        per_layer.append((table["match"], _thresholds(path, rest, f"[[layer]] {table['match']!r}")))
+    return defaults, tuple(per_layer)
+
+
+def _thresholds(path: str | Path, table: dict[str, Any], where: str) -> dict[str, float]:
+    out = {}
+    for key, value in table.items():
+        if key not in _RULE_KEYS:
+            raise UsageProblem(
+                f"--rules {path}: unknown key {key!r} in {where}; use {', '.join(_RULE_KEYS)} (and match in [[layer]])"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+            raise UsageProblem(f"--rules {path}: {key} in {where} must be a number >= 0, not {value!r}")
+        if key == "max-zero-fraction" and value > 1:
+            raise UsageProblem(f"--rules {path}: max-zero-fraction in {where} must be between 0 and 1")
+        out[_RULE_KEYS[key]] = float(value)
+    return out

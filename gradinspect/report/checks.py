@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -24,6 +25,21 @@ class Rules:
     max_ratio: float | None = None
     baseline: str | Path | None = None
     rtol: float = 1e-3
+    # --rules FILE.toml: (glob on layer names, thresholds) in file order; the first match wins.
+    per_layer: tuple[tuple[str, dict[str, float]], ...] = ()
+
+    def limits(self, layer: str) -> dict[str, float | None]:
+        """The thresholds for ``layer``: the first ``per_layer`` pattern it matches overrides the flags."""
+        limits = {
+            "max_norm": self.max_norm,
+            "min_norm": self.min_norm,
+            "max_zero_fraction": self.max_zero_fraction,
+            "max_ratio": self.max_ratio,
+        }
+        for pattern, override in self.per_layer:
+            if fnmatch.fnmatchcase(layer, pattern):
+                return {**limits, **override}
+        return limits
 
 
 @dataclass(frozen=True)
