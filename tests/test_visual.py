@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import xml.etree.ElementTree as ET
 
@@ -189,3 +190,21 @@ def test_a_long_single_pass_job_shows_its_steps_on_a_terminal_only():
     assert json.loads(out)["pairs"]  # stdout is the JSON alone
     piped = run_cli(*args)
     assert piped.exit_code == 0 and piped.stderr == ""
+
+
+def test_sparkline_is_the_log_histogram_of_the_nonzero_finite_entries():
+    from gradinspect.render.gradtables import sparkline
+
+    values = np.array([1e-3] + [1e-1] * 7 + [0.0, np.nan, -np.inf])  # zeros and non-finite left out
+    # 10 bins over log10 |g| in [-3, -1]: one entry in the first bin, seven in the last.
+    assert sparkline(values) == "1e-3 ▂        █ 1e-1"
+    assert sparkline(np.zeros(4)) == sparkline(None) == "—"
+
+
+def test_grad_hist_adds_a_sparkline_to_every_row():
+    result = run_cli(
+        "grad", SAMPLES / "cnn.keras", "--from", "conv1", "--to", "bn1", "--input", SAMPLES / "cnn_input.npy", "--hist"
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = [ln for ln in result.stdout.splitlines() if ln.startswith("│ conv1") or ln.startswith("│ bn1")]
+    assert len(rows) == 6 and all(re.search(r"1e-?\d+ [ ▁▂▃▄▅▆▇█]{10} 1e-?\d+ │$", r) for r in rows), rows

@@ -151,7 +151,7 @@ def grad(
             )
             say(progress, "rendering")
             files = ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), *extras.rendered(report, report))
-        emit(report, fmt, dest, (*files, (h5_dest, sink)))
+        emit(report, fmt, dest, (*files, (h5_dest, sink)), hist=extras.hist)
 
 
 _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients

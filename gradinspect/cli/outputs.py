@@ -43,14 +43,14 @@ def checked_destination(path: str | None, option: str, reads: list[Any], force: 
     return destination(path, option, reads, force=force)
 
 
-def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] = ()) -> None:
+def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] = (), hist: bool = False) -> None:
     """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
     from gradinspect.output import write_all
     from gradinspect.render import render
 
     files = [(dest, data) for dest, data in extra if dest is not None]
     if output is not None:
-        files.append((output, render(report, fmt)))
+        files.append((output, render(report, fmt, hist=hist)))
         write_all(files)
         return
     write_all(files)
@@ -58,7 +58,7 @@ def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] 
     width = shutil.get_terminal_size(fallback=(160, 24)).columns
     color = use_color()
     # click.echo strips styles when stdout is not a terminal unless told the colour choice.
-    click.echo(render(report, fmt, color=color, width=width), nl=False, color=color)
+    click.echo(render(report, fmt, color=color, width=width, hist=hist), nl=False, color=color)
 
 
 def use_color() -> bool:
@@ -89,7 +89,9 @@ def staged_h5(dest: Any) -> Iterator[Any]:
 
 def plot_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--plot FILE.png|FILE.svg`` and ``--hist``: the gradient-flow figure (matplotlib)."""
-    fn = click.option("--hist", is_flag=True, help="With --plot: add histograms of each layer's |gradient|.")(fn)
+    fn = click.option(
+        "--hist", is_flag=True, help="Histograms of |gradient|: sparklines in grad's tables; panels in --plot."
+    )(fn)
     return click.option(
         "--plot",
         metavar="FILE",

@@ -58,7 +58,9 @@ def formats_for(report_type: type) -> tuple[str, ...]:
     return tuple(fmt.value for (kind, fmt) in REGISTRY if kind is report_type)
 
 
-def render(report: Any, fmt: OutputFormat | str, *, color: bool = False, width: int | None = None) -> str:
+def render(
+    report: Any, fmt: OutputFormat | str, *, color: bool = False, width: int | None = None, hist: bool = False
+) -> str:
     """Render ``report`` as ``fmt`` (``color``/``width`` matter to the table); raise UsageProblem for a
     format that report type does not have."""
     fmt = OutputFormat(fmt)
@@ -74,4 +76,4 @@ def render(report: Any, fmt: OutputFormat | str, *, color: bool = False, width: 
     if fmt is not OutputFormat.JSON:
         # JSON escapes control characters itself; every other format gets printable names.
         report = sanitized(report)
-    return renderer(report, RenderOptions(color=color, width=width))
+    return renderer(report, RenderOptions(color=color, width=width, hist=hist))

@@ -3,8 +3,10 @@ a reader needs them, for :func:`gradinspect.render.fit.fit_table`."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 from rich.text import Text
 
 from gradinspect.formatting import number, shape
@@ -46,7 +48,28 @@ OUTPUT_COLUMNS = [
 ]
 
 
-def outputs_table(pair: Any) -> tuple[str, list[Column], list[list[Any]]]:
+_HIST = Column("log10 |g|", 20, "left")  # the first to go in a narrow terminal
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Any, bins: int = 10) -> str:
+    """The histogram of log10 |g| over the finite non-zero entries, as unicode blocks, between the
+    decades that hold its smallest and largest |g|."""
+    if values is None:
+        return "—"
+    flat = np.abs(np.asarray(values, dtype=np.float64).ravel())
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    if not flat.size:
+        return "—"
+    logs = np.log10(flat)
+    lo, hi = float(logs.min()), float(logs.max())
+    counts, _ = np.histogram(logs, bins=bins, range=(lo, hi if hi > lo else lo + 1))
+    top = counts.max()
+    blocks = "".join(" " if c == 0 else _BLOCKS[min(7, int(c * 8 / (top + 1)))] for c in counts)
+    return f"1e{math.floor(lo)} {blocks} 1e{math.ceil(hi) if hi > lo else math.floor(lo) + 1}"
+
+
+def outputs_table(pair: Any, arrays: dict | None = None) -> tuple[str, list[Column], list[list[Any]]]:
     notes = any(o.stats is None for o in pair.outputs)
     rows = []
     for o in pair.outputs:
@@ -59,6 +82,10 @@ def outputs_table(pair: Any) -> tuple[str, list[Column], list[list[Any]]]:
         cells = [norm_cell(s), num(s.mean), num(s.std), num(s.min), num(s.max), num(s.abs_mean)]
         rows.append([*head, *cells, num(s.zero_fraction), _nonfinite(s), *([Text("")] if notes else [])])
     columns = OUTPUT_COLUMNS + ([_NOTE] if notes else [])
+    if arrays is not None:
+        columns = columns + [_HIST]
+        for row, o in zip(rows, pair.outputs):
+            row.append(Text(sparkline(arrays.get(o.key))))
     return f"Output gradients ({pair.from_layer} → {pair.to_layer})", columns, rows
 
 
@@ -78,7 +105,7 @@ WEIGHT_COLUMNS = [
 NOISE_COLUMNS = [Column("Noise B", 50), Column("SNR", 52)]
 
 
-def weights_table(pair: Any) -> tuple[str, list[Column], list[list[Any]]]:
+def weights_table(pair: Any, arrays: dict | None = None) -> tuple[str, list[Column], list[list[Any]]]:
     noise = any(w.noise is not None for w in pair.weights)
     notes = any(w.stats is None for w in pair.weights)
     rows = []
@@ -92,6 +119,10 @@ def weights_table(pair: Any) -> tuple[str, list[Column], list[list[Any]]]:
         cells = [norm_cell(s), num(w.weight_norm), num(w.ratio), num(s.mean), num(s.std), num(s.abs_max)]
         rows.append([*head, *cells, num(s.zero_fraction), _nonfinite(s), *(_noise(w.noise) if noise else []), *extra])
     columns = WEIGHT_COLUMNS + (NOISE_COLUMNS if noise else []) + ([_NOTE] if notes else [])
+    if arrays is not None:
+        columns = columns + [_HIST]
+        for row, w in zip(rows, pair.weights):
+            row.append(Text(sparkline(arrays.get(w.key))))
     if not pair.weights:
         rows.append([Text("(no trainable variables in these layers)", style="dim"), *[""] * (len(columns) - 1)])
     return f"Weight gradients ({pair.from_layer} → {pair.to_layer})", columns, rows

@@ -38,7 +38,7 @@ def layers(report: LayersReport, options: RenderOptions) -> str:
 
 
 def grad(report: GradReport, options: RenderOptions) -> str:
-    return drawn(_grad, report, options)
+    return drawn(lambda console, r: _grad(console, r, options.hist), report, options)
 
 
 def check(report: CheckReport, options: RenderOptions) -> str:
@@ -52,7 +52,7 @@ def verify(report: VerifyReport, options: RenderOptions) -> str:
 _DASHES = tuple(Text("—", style="dim") for _ in range(8))
 
 
-def _grad(console: Console, report) -> None:
+def _grad(console: Console, report, hist: bool = False) -> None:
     m = report.model
     mode = "training" if report.training else "inference"
     console.print(
@@ -66,7 +66,8 @@ def _grad(console: Console, report) -> None:
     for note in report.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for pair in report.pairs:
-        for title, columns, rows in (outputs_table(pair), weights_table(pair)):
+        arrays = report.arrays if hist else None
+        for title, columns, rows in (outputs_table(pair, arrays), weights_table(pair, arrays)):
             table, dropped = fit_table(title, columns, rows, console.width)
             console.print(table)
             if dropped:
