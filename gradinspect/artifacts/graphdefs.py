@@ -235,3 +235,20 @@ def _bodies(nodes: list[Node], library: dict[str, Function]) -> set[str]:
         seen.add(name)
         stack.extend(f for n in library[name].nodes for f in (*n.calls, n.op) if f in library)
     return seen
+
+
+def encode_node(node: Node, inputs: list[str]) -> bytes:
+    """NodeDef bytes: name, op, ``inputs``, and the node's attributes as they were."""
+    attrs = [(5, protowire.encode([(1, k), (2, v)])) for k, v in node.attrs.items()]
+    return protowire.encode([(1, node.name), (2, node.op), *[(3, r) for r in inputs], *attrs])
+
+
+def encode_function(name: str, args: list[tuple[str, int]], outs: list[tuple[str, int]], nodes, ret) -> bytes:
+    """FunctionDef bytes from a name, (arg, DataType) inputs and outputs, NodeDef bytes and the ret map."""
+    signature = protowire.encode(
+        [(1, name)]
+        + [(2, protowire.encode([(1, n), (3, t)])) for n, t in args]
+        + [(3, protowire.encode([(1, n), (3, t)])) for n, t in outs]
+    )
+    entries = [(4, protowire.encode([(1, k), (2, v)])) for k, v in ret.items()]
+    return protowire.encode([(1, signature), *[(3, n) for n in nodes], *entries])

@@ -92,6 +92,11 @@ def map_entries(buf: bytes, number: int) -> Iterator[tuple[str, bytes]]:
         yield text(entry, 1), first(entry, 2)
 
 
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (for packed repeated fields)."""
+    return _encode_varint(value)
+
+
 def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:

@@ -68,7 +68,7 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
     names = list(dict.fromkeys(n for pair in pairs for n in pair))
     chosen = [n for n in names if n not in graph.data_names]
     layers = {n: graph.find(n) for n in chosen}
-    kept = kept_resources(graph.flat)
+    kept = kept_resources(graph.flat, graph.saved.library)
     resources = [a.name for a in graph.flat.args if a.dtype == RESOURCE]
     values = tuple(v.handle if arg in kept else tf.convert_to_tensor(v) for arg, v in zip(resources, variables))
     by_layer = _layer_variables(graph, layers, variables, values, set(kept))
@@ -116,9 +116,17 @@ def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, value
         for arg, _, _ in layer.variables:
             var = variables[index[arg]]
             if getattr(var, "trainable", True) and arg not in kept:
-                found.append((var.name.split(":")[0].rsplit("/", 1)[-1], values[index[arg]]))
+                found.append((_inside(var.name.split(":")[0], name), values[index[arg]]))
         out[name] = list(dict(found).items())
     return out
+
+
+def _inside(path: str, layer: str) -> str:
+    """A variable's name inside its layer, as Keras names it: ``lstm/lstm_cell/kernel`` in layer
+    ``lstm`` is ``lstm_cell/kernel``; ``sequential/d1/kernel`` in ``d1`` is ``kernel``."""
+    parts = path.split("/")
+    last = layer.split("/")[-1]
+    return "/".join(parts[parts.index(last) + 1 :]) if last in parts[:-1] else parts[-1]
 
 
 def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: dict, rows: tuple[int, int]):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradinspect.artifacts.graphdefs import FlatFunction, SavedGraph
+from gradinspect.artifacts.graphloops import Value
 from gradinspect.artifacts.graphrewrite import RESOURCE, probed_function
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
@@ -53,9 +54,13 @@ def build_probed(
     import tensorflow as tf
 
     resources = [a.name for a in flat.args if a.dtype == RESOURCE]
-    value_types = {name: v.dtype.as_datatype_enum for name, v in zip(resources, values) if v.dtype != tf.resource}
+    as_values = {
+        name: Value(v.dtype.as_datatype_enum, tuple(int(d) for d in v.shape))
+        for name, v in zip(resources, values)
+        if v.dtype != tf.resource
+    }
     specs = list(data_specs) + [tf.TensorSpec(v.shape, v.dtype) for v in values]
-    plain = _wrap(flat, saved, probed_function(flat, value_types, []), specs, refs)
+    plain = _wrap(flat, saved, probed_function(flat, as_values, [], saved.library), specs, refs)
     n = len(flat.outputs)
     chosen = plain.outputs[n:]
     shapes = tuple(tuple(t.shape.as_list()) if t.shape.rank is not None else () for t in chosen)
@@ -65,19 +70,22 @@ def build_probed(
     dtypes = tuple(t.dtype for t in chosen)
     probes = [(ref, dt.as_datatype_enum) for ref, dt in zip(refs, dtypes)]
     probe_specs = [tf.TensorSpec(s, dt) for s, dt in zip(shapes, dtypes)]
-    fn = _wrap(flat, saved, probed_function(flat, value_types, probes), specs + probe_specs, [])
+    fn = _wrap(flat, saved, probed_function(flat, as_values, probes, saved.library), specs + probe_specs, [])
     return ProbedCall(fn, plain, n, shapes, dtypes)
 
 
-def _wrap(flat: FlatFunction, saved: SavedGraph, fdef_bytes: bytes, specs: list[Any], extra: list[str]) -> Any:
-    """``fdef_bytes`` imported into a wrapped function of ``specs``, returning its outputs and the ``extra`` refs."""
+def _wrap(flat: FlatFunction, saved: SavedGraph, rewritten: tuple, specs: list[Any], extra: list[str]) -> Any:
+    """The rewritten function (FunctionDef bytes, and loop bodies rewritten with it, by name) imported
+    into a wrapped function of ``specs``, returning its outputs and the ``extra`` refs."""
     import tensorflow as tf
     from tensorflow.core.framework import function_pb2, graph_pb2
     from tensorflow.python.framework.function_def_to_graph import function_def_to_graph_def
 
+    fdef_bytes, loop_bodies = rewritten
     fdef = function_pb2.FunctionDef.FromString(fdef_bytes)
-    bodies = [function_pb2.FunctionDef.FromString(saved.library[name].raw) for name in sorted(flat.untouched)]
-    _rename_functions([fdef, *bodies], {name: f"{name}_gradinspect_{uuid.uuid4().hex[:12]}" for name in flat.untouched})
+    raw = {name: saved.library[name].raw for name in flat.untouched} | loop_bodies
+    bodies = [function_pb2.FunctionDef.FromString(raw[name]) for name in sorted(raw)]
+    _rename_functions([fdef, *bodies], {name: f"{name}_gradinspect_{uuid.uuid4().hex[:12]}" for name in raw})
     try:
         with tf.Graph().as_default():  # control-flow bodies must be known while the ops are resolved
             if bodies:
