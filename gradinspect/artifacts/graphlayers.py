@@ -134,10 +134,14 @@ def recover_layers(flat: FlatFunction, saved: SavedGraph) -> list[GraphLayer]:
 
 
 def _root_depth(groups: list[str]) -> int:
-    """How many leading components every scoped op shares (each still leaving a scope and an op)."""
+    """How many leading scope levels to skip: a level every scoped op shares (``functional_1``) is
+    skipped when at least two scopes below it hold ops; ops directly in it (a mask's ``NotEqual``)
+    then belong to no layer."""
     split = [g.split("/") for g in groups]
     depth = 0
-    while split and all(len(p) >= depth + 3 for p in split) and len({p[depth] for p in split}) == 1:
+    while split and len({p[depth] for p in split if len(p) > depth}) == 1:
+        if len({p[depth + 1] for p in split if len(p) >= depth + 3}) < 2:
+            break
         depth += 1
     return depth
 

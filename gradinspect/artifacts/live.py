@@ -138,7 +138,8 @@ def find_layer(model: Any, path: str) -> Any:
 
 
 def variable_name(var: Any, layer: Any) -> str:
-    """The variable's path inside its layer: ``kernel``, ``forward_lstm/lstm_cell/kernel``."""
+    """The variable's path inside its layer: ``kernel``, ``forward_lstm/lstm_cell/kernel``; the whole
+    path when it does not name the layer."""
     path = getattr(var, "path", None) or var.name
     path = path.split(":")[0]
     parts = path.split("/")
@@ -146,11 +147,10 @@ def variable_name(var: Any, layer: Any) -> str:
         rest = parts[len(parts) - 1 - parts[::-1].index(layer.name) + 1 :]
         if rest:
             return "/".join(rest)
-    if getattr(layer, "layers", None):
-        # A nested model's variables (tf.keras names them `i1/kernel:0`): keep the inner layer's name,
-        # or every inner Dense would report a `kernel`.
-        return "/".join(parts)
-    return parts[-1]
+    # The layer's name is not in the path: a nested model's variables (tf.keras names them
+    # `i1/kernel:0`), a Bidirectional's loaded by Keras 3 (`forward_gru/gru_cell/kernel`). Keep the
+    # whole path, or every inner Dense (both directions) would report one `kernel`.
+    return "/".join(parts)
 
 
 def model_inputs(model: Any) -> list[InputSpec]:

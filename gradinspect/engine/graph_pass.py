@@ -123,10 +123,12 @@ def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, value
 
 def _inside(path: str, layer: str) -> str:
     """A variable's name inside its layer, as Keras names it: ``lstm/lstm_cell/kernel`` in layer
-    ``lstm`` is ``lstm_cell/kernel``; ``sequential/d1/kernel`` in ``d1`` is ``kernel``."""
+    ``lstm`` is ``lstm_cell/kernel``; ``sequential/d1/kernel`` in ``d1`` is ``kernel``; a path
+    that does not name the layer is kept whole (as :func:`variable_name` does)."""
     parts = path.split("/")
     last = layer.split("/")[-1]
-    return "/".join(parts[parts.index(last) + 1 :]) if last in parts[:-1] else parts[-1]
+    # The layer's name not in the path (a Bidirectional's forward_gru/gru_cell/kernel): all of it.
+    return "/".join(parts[parts.index(last) + 1 :]) if last in parts[:-1] else path
 
 
 def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: dict, rows: tuple[int, int]):
