@@ -309,3 +309,30 @@ def test_exported_rnns_with_masks_and_bidirectional_wrappers(keras, tmp_path, ki
     for key in graph:
         scale = float(np.abs(native[key]).max()) or 1.0
         np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-6 * scale, err_msg=key)
+
+
+def test_an_exported_shared_layer_is_one_layer_with_two_calls(keras, tmp_path):
+    """A Dense called on two inputs is traced as two scopes reading one set of variables: it is
+    listed once (its parameters counted once) and reported as Keras reports it: `output/shared`,
+    `output/shared#1`, and one weight gradient summed over both calls."""
+    L = keras.layers
+    keras.utils.set_random_seed(2)
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    shared = L.Dense(2, name="shared")
+    model = keras.Model([a, b], L.Dense(1, name="out")(L.Add(name="add")([shared(a), shared(b)])))
+    model.save(tmp_path / "m.keras")
+    model.export(tmp_path / "m_export", verbose=False)
+    rng = np.random.default_rng(2)
+    np.savez(
+        tmp_path / "x.npz", a=rng.normal(size=(4, 3)).astype("float32"), b=rng.normal(size=(4, 3)).astype("float32")
+    )
+    listing = json.loads(run_cli("layers", tmp_path / "m_export", "-f", "json").stdout)
+    assert [row["name"] for row in listing["layers"]] == ["shared", "add", "out"]
+    assert listing["total_params"] == model.count_params() == 11
+    _, graph = _grads(tmp_path / "m_export", tmp_path / "x.npz", "--all", "--loss", "sumsq")
+    _, native = _grads(tmp_path / "m.keras", tmp_path / "x.npz", "--all", "--loss", "sumsq")
+    assert {"output/shared", "output/shared#1", "weight/shared/kernel"} <= set(graph) and sorted(graph) == sorted(
+        native
+    )
+    for key in graph:
+        np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-7, err_msg=key)

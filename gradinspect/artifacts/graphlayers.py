@@ -56,6 +56,12 @@ class GraphLayer:
     dtype: str | None
     variables: tuple[tuple[str, str, tuple[int, ...]], ...]
     reason: str | None = None
+    calls: tuple[str, ...] = ()  # a shared layer's further calls: their output refs, in order
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every call's output ref (the first is ``output``)."""
+        return (self.output, *self.calls) if self.output else ()
 
     @property
     def params(self) -> int:
@@ -238,13 +244,33 @@ def _named(layers: list[GraphLayer]) -> list[GraphLayer]:
     if len(firsts) == 1 and all("/" in n for n, g in zip(wanted, layers) if g.variables):
         # Keras 3 names a Sequential's variables after the model too (sequential/d1/kernel): drop it.
         wanted = [n.split("/", 1)[1] if g.variables else n for n, g in zip(wanted, layers)]
+    layers, wanted = _shared_calls(layers, wanted)
     counts = {n: wanted.count(n) for n in wanted}
     out = []
     for g, name in zip(layers, wanted):
         if counts[name] > 1:
             name = g.scope.rsplit("/", 1)[-1] if wanted.count(g.scope.rsplit("/", 1)[-1]) == 0 else g.scope
-        out.append(GraphLayer(name, g.scope, g.ops, g.output, g.shape, g.dtype, g.variables, g.reason))
+        out.append(replace(g, name=name))
     return out
+
+
+def _shared_calls(layers: list[GraphLayer], wanted: list[str]) -> tuple[list[GraphLayer], list[str]]:
+    """Scopes that read the same variables under the same name are the calls of one shared layer
+    (``shared_1``, ``shared_3``): one layer whose further calls are ``calls``, as Keras reports it."""
+    first: dict[tuple[str, frozenset], int] = {}
+    merged: list[GraphLayer] = []
+    names: list[str] = []
+    for g, name in zip(layers, wanted):
+        key = (name, frozenset(source for _, source, _ in g.variables))
+        if g.variables and not g.reason and key in first:
+            i = first[key]
+            merged[i] = replace(merged[i], calls=(*merged[i].calls, g.output))
+            continue
+        if g.variables and not g.reason:
+            first[key] = len(merged)
+        merged.append(g)
+        names.append(name)
+    return merged, names
 
 
 def graph_layers_report(artifact: Artifact, key: str | None) -> LayersReport | None:

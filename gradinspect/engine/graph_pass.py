@@ -29,8 +29,9 @@ from gradinspect.report import GradReport, ModelInfo, PairReport
 
 @dataclass
 class GraphSubject:
-    """The probed function called on a batch; ``recorded`` holds the probes (and chosen inputs), and
-    ``live`` the probed outputs' values for stage 2."""
+    """The probed function called on a batch; ``recorded`` holds the probes (and chosen inputs), one
+    per call of each layer (``probed`` names each probe's layer), and ``live`` the first call's
+    output value for stage 2."""
 
     call: ProbedCall
     graph: RecoveredGraph
@@ -53,8 +54,12 @@ class GraphSubject:
                 tape.watch(p)
         result = self.call.fn(*data, *self.values, *probes)
         n = self.call.n_outputs
-        self.live = {**dict(zip(self.probed, result[n:])), **{name: feeds[name] for name in self.inputs}}
-        recorded = {name: [[p]] for name, p in zip(self.probed, probes)}
+        self.live = {}
+        recorded: dict[str, list[list[Any]]] = {}
+        for name, p, value in zip(self.probed, probes, result[n:]):  # a shared layer: one entry per call
+            self.live.setdefault(name, value)
+            recorded.setdefault(name, []).append([p])
+        self.live.update({name: feeds[name] for name in self.inputs})
         recorded.update({name: [[feeds[name]]] for name in self.inputs})
         return [result[i] for i in self.graph.output_order], recorded
 
@@ -73,10 +78,12 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
     values = tuple(v.handle if arg in kept else tf.convert_to_tensor(v) for arg, v in zip(resources, variables))
     by_layer = _layer_variables(graph, layers, variables, values, set(kept))
     specs = [tf.TensorSpec([None, *request.arrays[n].shape[1:]], request.arrays[n].dtype) for n in graph.data_names]
-    call = build_probed(graph.flat, graph.saved, specs, list(values), [layers[n].output for n in chosen])
+    refs = [ref for n in chosen for ref in layers[n].outputs]  # every call of a shared layer
+    call = build_probed(graph.flat, graph.saved, specs, list(values), refs)
     scoped = tuple((n, leaf, value) for n in chosen for leaf, value in by_layer[n])
     inputs = tuple(n for n in names if n in graph.data_names)
-    subject = GraphSubject(call, graph, values, scoped, tuple(chosen), inputs)
+    probed = tuple(n for n in chosen for _ in layers[n].outputs)
+    subject = GraphSubject(call, graph, values, scoped, probed, inputs)
     stage2_variables = tuple(tuple((p, leaf, v) for p in pair for leaf, v in by_layer.get(p, ())) for pair in pairs)
     made: list[Any] = []
 
