@@ -55,6 +55,13 @@ def rewrite_loop(node: Node, values: dict[str, Value], library: dict[str, Functi
     return Node(node.name, node.op, node.inputs, attrs, node.group, node.calls), functions
 
 
+def read_as_identity(node: Node, dtype: int) -> Node:
+    """A ``ReadVariableOp`` of a variable now passed as its value: an ``Identity`` of that value."""
+    attrs = {k: v for k, v in node.attrs.items() if k not in ("dtype", "_has_manual_control_dependencies")}
+    attrs["T"] = protowire.encode([(6, dtype)])
+    return Node(node.name, "Identity", node.inputs, attrs, node.group, node.calls)
+
+
 def _func(attr: bytes) -> str:
     return protowire.text(protowire.first(attr, 10), 1) if attr else ""
 
@@ -92,9 +99,7 @@ def _function(fn: Function, name: str, positions: dict[int, Value], returns: boo
     for n in fn.nodes:
         inputs = [f"{r.split(':')[0]}:output:0" if r.split(":")[0] in reads else r for r in n.inputs]
         if n.name in reads:
-            attrs = {k: v for k, v in n.attrs.items() if k not in ("dtype", "_has_manual_control_dependencies")}
-            attrs["T"] = protowire.encode([(6, changed[n.inputs[0]].dtype)])
-            n = Node(n.name, "Identity", n.inputs, attrs)
+            n = read_as_identity(n, changed[n.inputs[0]].dtype)
         nodes.append(encode_node(n, inputs))
     ret = {k: (f"{v.split(':')[0]}:output:0" if v.split(":")[0] in reads else v) for k, v in fn.ret.items()}
     return encode_function(name, args, outs, nodes, ret)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gradinspect.artifacts import protowire
 from gradinspect.artifacts.graphdefs import FlatFunction, Function, Node, encode_function, encode_node
-from gradinspect.artifacts.graphloops import LOOPS, RESOURCE, Value, convertible, rewrite_loop
+from gradinspect.artifacts.graphloops import LOOPS, RESOURCE, Value, convertible, read_as_identity, rewrite_loop
 
 PROBED_NAME = "gradinspect_probed"
 
@@ -34,7 +34,7 @@ def probed_function(
     encoded, functions = [], {}
     for node in flat.nodes:
         if node.name in reads:
-            node = _read_as_identity(node, values)
+            node = read_as_identity(node, values[node.inputs[0]].dtype)
         elif node.op in LOOPS and any(ref in values for ref in node.inputs):
             node, bodies = rewrite_loop(node, values, library, "_gradinspect_values")
             functions.update(bodies)
@@ -71,10 +71,3 @@ def kept_resources(flat: FlatFunction, library: dict[str, Function]) -> dict[str
 def _variable_reads(flat: FlatFunction, values: dict[str, Value]) -> set[str]:
     """The ``ReadVariableOp`` nodes of the resource arguments that become values."""
     return {n.name for n in flat.nodes if n.op == "ReadVariableOp" and n.inputs and n.inputs[0] in values}
-
-
-def _read_as_identity(node: Node, values: dict[str, Value]) -> Node:
-    dtype = values[node.inputs[0]].dtype
-    attrs = {k: v for k, v in node.attrs.items() if k not in ("dtype", "_has_manual_control_dependencies")}
-    attrs["T"] = protowire.encode([(6, dtype)])
-    return Node(node.name, "Identity", node.inputs, attrs, node.group, node.calls)

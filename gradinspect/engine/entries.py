@@ -130,3 +130,22 @@ def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradi
     entry = WeightGradient(vg.group, vg.name, tuple(w.shape), tensor_stats(vg.grad), norm, None, vg.noise)
     _store(arrays, entry.key, vg.grad)
     return entry
+
+
+def pair_reports(pairs: Any, outs: dict[str, list], weights: dict[str, list], result: Any, arrays: dict) -> tuple:
+    """Each (from, to) pair's report: both layers' output and weight entries (a layer paired with
+    itself once) and, with stage 2, its stage report (compared with the plain weight gradients)."""
+    from gradinspect.engine.stages import report as stage_report
+
+    plain = {(vg.group, vg.name): vg.grad for vg in result.variables}
+    staged = [stage_report(out, a, plain, arrays) for out, (a, _) in zip(result.staged, pairs)]
+    return tuple(
+        PairReport(
+            a,
+            b,
+            tuple(outs.get(a, []) + (outs.get(b, []) if b != a else [])),
+            tuple(weights.get(a, []) + (weights.get(b, []) if b != a else [])),
+            staged[i] if staged else None,
+        )
+        for i, (a, b) in enumerate(pairs)
+    )

@@ -18,7 +18,7 @@ from gradinspect.artifacts.graphlayers import RecoveredGraph, recover_graph
 from gradinspect.artifacts.graphrewrite import RESOURCE, kept_resources
 from gradinspect.artifacts.live import savedmodel_variables
 from gradinspect.engine import stages as st
-from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, weight_entry
+from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, pair_reports, weight_entry
 from gradinspect.engine.graph_probe import ProbedCall, build_probed
 from gradinspect.engine.passes import PassRequest, PassResult
 from gradinspect.engine.request import GradientRequest, say
@@ -139,22 +139,20 @@ def _inside(path: str, layer: str) -> str:
 
 
 def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: dict, rows: tuple[int, int]):
-    import tensorflow as tf
-
     target = None if request.target is None else np.asarray(request.target[rows[0] : rows[1]], np.float32)
 
     def start(recorded: Any, outputs: list[Any], inner: list[Any]) -> list[Any]:
-        staged = []
-        for (a, b), tape in zip(request.pairs, inner):
-            env: dict[str, Any] = {"act": subject.live[a], "out": subject.live[b], "y": outputs[0]}
-            env.update({f"y{i}": o for i, o in enumerate(outputs)} if len(outputs) > 1 else {})
-            if target is not None:
-                env["target"] = tf.constant(target, tf.float32)
-            sides = {"from": st.side_variables(by_layer.get(a, [])), "to": st.side_variables(by_layer.get(b, []))}
-            pair = st.StagedPair(request.stages, env["act"], env, sides, tape)
-            st.check_and_start(pair)
-            staged.append(pair)
-        return staged
+        return [
+            st.begin(
+                request.stages,
+                (subject.live[a], subject.live[b]),
+                outputs,
+                target,
+                {"from": by_layer.get(a, []), "to": by_layer.get(b, [])},
+                tape,
+            )
+            for (a, b), tape in zip(request.pairs, inner)
+        ]
 
     return start
 
@@ -167,18 +165,7 @@ def _pair_reports(request: GradientRequest, result: PassResult, arrays: dict) ->
     weights: dict[str, list] = {}
     for vg in result.variables:
         weights.setdefault(vg.group, []).append(weight_entry(vg, NO_PATH, arrays))
-    plain = {(vg.group, vg.name): vg.grad for vg in result.variables}
-    staged = [st.report(out, a, plain, arrays) for out, (a, _) in zip(result.staged, request.pairs)]
-    return tuple(
-        PairReport(
-            a,
-            b,
-            tuple(outs.get(a, []) + (outs.get(b, []) if b != a else [])),
-            tuple(weights.get(a, []) + (weights.get(b, []) if b != a else [])),
-            staged[i] if staged else None,
-        )
-        for i, (a, b) in enumerate(request.pairs)
-    )
+    return pair_reports(request.pairs, outs, weights, result, arrays)
 
 
 def recovered_graph(loaded: Any, key: str) -> RecoveredGraph | None:

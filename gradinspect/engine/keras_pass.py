@@ -18,6 +18,7 @@ from gradinspect.engine.entries import (
     NOT_CALLED,
     grad_report,
     output_entry,
+    pair_reports,
     weight_entry,
 )
 from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult
@@ -104,21 +105,10 @@ def _pair_reports(
         if not result.recorded[p]:
             outs[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))
     weights: dict[str, list[WeightGradient]] = {p: [] for p in wanted}
-    plain = {(vg.group, vg.name): vg.grad for vg in result.variables}
     for vg in result.variables:
         if vg.group in weights:
             weights[vg.group].append(weight_entry(vg, no_grad(vg.group), arrays))
-    staged = [st.report(out, a, plain, arrays) for out, (a, _) in zip(result.staged, request.pairs)]
-    return tuple(
-        PairReport(
-            a,
-            b,
-            tuple(outs[a] + (outs[b] if b != a else [])),
-            tuple(weights[a] + (weights[b] if b != a else [])),
-            staged[i] if staged else None,
-        )
-        for i, (a, b) in enumerate(request.pairs)
-    )
+    return pair_reports(request.pairs, outs, weights, result, arrays)
 
 
 def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str], str]:
@@ -151,22 +141,13 @@ def _stage_starter(
 
 
 def _start_stage(request, pair, live, by_layer, inner_tape):
-    import tensorflow as tf
-
     calls, outputs, target = live
     a, b = pair
     if not calls[a] or not calls[b]:
         missing = a if not calls[a] else b
         raise GradientError(f"layer {missing!r} was not called in the forward pass, so stage 2 has no act/out")
-    env: dict[str, Any] = {"act": calls[a][0][0], "out": calls[b][0][0], "y": outputs[0]}
-    if len(outputs) > 1:
-        env.update({f"y{i}": o for i, o in enumerate(outputs)})
-    if target is not None:
-        env["target"] = tf.constant(target, tf.float32)
-    sides = {"from": st.side_variables(by_layer[a]), "to": st.side_variables(by_layer[b])}
-    staged = st.StagedPair(request.stages, env["act"], env, sides, inner_tape)
-    st.check_and_start(staged)
-    return staged
+    sides = {"from": by_layer[a], "to": by_layer[b]}
+    return st.begin(request.stages, (calls[a][0][0], calls[b][0][0]), outputs, target, sides, inner_tape)
 
 
 def _memory_info(model: Any, specs: tuple[InputSpec, ...]) -> ModelInfo:

@@ -89,6 +89,24 @@ def _var_shapes(variables: dict[str, dict[str, Any]]) -> dict[str, dict[str, tup
     return {side: {k: tuple(int(d) for d in v.shape) for k, v in vs.items()} for side, vs in variables.items()}
 
 
+def begin(spec: StageSpec, act_out: tuple[Any, Any], outputs: list[Any], target: Any, sides: dict, inner: Any):
+    """One pair's stage computation, started inside the tapes: the expressions' names bound
+    (``act``, ``out``, ``y``/``y0``…, ``target`` for this batch's rows), checked and stage 1 evaluated.
+    ``sides`` maps ``from``/``to`` to (name, variable) pairs."""
+    import tensorflow as tf
+
+    act, out = act_out
+    env: dict[str, Any] = {"act": act, "out": out, "y": outputs[0]}
+    if len(outputs) > 1:
+        env.update({f"y{i}": o for i, o in enumerate(outputs)})
+    if target is not None:
+        env["target"] = tf.constant(target, tf.float32)
+    variables = {side: side_variables(named) for side, named in sides.items()}
+    pair = StagedPair(spec, act, env, variables, inner)
+    check_and_start(pair)
+    return pair
+
+
 def check_and_start(pair: StagedPair) -> None:
     """Check both expressions' shapes on the real operand shapes, then evaluate stage 1 (inside the
     inner tape). Runs before any gradient is taken."""
