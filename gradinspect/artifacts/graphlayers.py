@@ -63,10 +63,6 @@ class GraphLayer:
         """Every call's output ref (the first is ``output``)."""
         return (self.output, *self.calls) if self.output else ()
 
-    @property
-    def params(self) -> int:
-        return sum(math.prod(shape) for _, _, shape in self.variables)
-
 
 @dataclass(frozen=True)
 class RecoveredGraph:
