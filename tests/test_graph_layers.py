@@ -336,3 +336,23 @@ def test_an_exported_shared_layer_is_one_layer_with_two_calls(keras, tmp_path):
     )
     for key in graph:
         np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_a_nested_models_layers_are_recovered_one_by_one(keras, tmp_path):
+    """A Sequential inside a Functional model: its scope only holds sub-scopes, so its layers are
+    recovered one by one as `inner/i1`, `inner/i2` (Keras's paths), with the Keras model's gradients."""
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inner = keras.Sequential([L.Dense(4, activation="relu", name="i1"), L.Dense(3, name="i2")], name="inner")
+    x = keras.Input((5,), name="x")
+    model = keras.Model(x, L.Dense(2, name="head")(inner(L.Dense(5, name="pre")(x))))
+    model.save(tmp_path / "m.keras")
+    model.export(tmp_path / "m_export", verbose=False)
+    np.save(tmp_path / "x.npy", np.random.default_rng(3).normal(size=(4, 5)).astype("float32"))
+    listing = json.loads(run_cli("layers", tmp_path / "m_export", "-f", "json").stdout)
+    assert [row["name"] for row in listing["layers"]] == ["pre", "inner/i1", "inner/i2", "head"]
+    _, graph = _grads(tmp_path / "m_export", tmp_path / "x.npy", "--all", "--loss", "sumsq")
+    _, native = _grads(tmp_path / "m.keras", tmp_path / "x.npy", "--all", "--loss", "sumsq")
+    assert "weight/inner/i1/kernel" in graph and sorted(graph) == sorted(native)
+    for key in graph:
+        np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-7, err_msg=key)

@@ -117,6 +117,7 @@ def recover_layers(flat: FlatFunction, saved: SavedGraph) -> list[GraphLayer]:
     # plumbing alone computes nothing: neither is a layer.
     ops = {n.group for n in flat.nodes}
     members = {s: ns for s, ns in members.items() if s not in ops and any(n.op not in _PLUMBING for n in ns)}
+    members = _nested(members)
     order = {n.name: i for i, n in enumerate(flat.nodes)}
     by_name = {n.name: n for n in flat.nodes}
     outputs = _scope_outputs(flat, members)
@@ -146,6 +147,32 @@ def _root_depth(groups: list[str]) -> int:
             break
         depth += 1
     return depth
+
+
+def _nested(members: dict[str, list[Node]], depth: int = 0) -> dict[str, list[Node]]:
+    """A nested model's scope (``inner_1``) computes nothing itself: its ops sit in sub-scopes, some
+    of which compute and read variables (``inner_1/i1_1``). Such a scope is replaced by its computing
+    sub-scopes, recursively, so its layers are recovered one by one (``inner/i1``), as Keras lists them.
+    A layer's own helper scopes (BatchNormalization's ``batchnorm`` computes but reads nothing,
+    its ``Cast`` reads but computes nothing) do not make it a model."""
+    out: dict[str, list[Node]] = {}
+    for scope, nodes in members.items():
+        level = scope.count("/") + 1
+        children: dict[str, list[Node]] = {}
+        direct = False
+        for n in nodes:
+            parts = n.group.split("/")
+            if len(parts) > level + 1:
+                children.setdefault("/".join(parts[: level + 1]), []).append(n)
+            elif n.op not in _PLUMBING:
+                direct = True
+        computing = {c: ns for c, ns in children.items() if any(n.op not in _PLUMBING for n in ns)}
+        layers = [ns for ns in computing.values() if any(n.op in _VARIABLE_READS for n in ns)]
+        if direct or not layers or depth >= 8:
+            out[scope] = nodes
+        else:
+            out.update(_nested(computing, depth + 1))
+    return out
 
 
 def _scope_outputs(flat: FlatFunction, members: dict[str, list[Node]]) -> dict[str, str]:
