@@ -208,3 +208,24 @@ def test_grad_hist_adds_a_sparkline_to_every_row():
     assert result.exit_code == 0, result.stderr
     rows = [ln for ln in result.stdout.splitlines() if ln.startswith("│ conv1") or ln.startswith("│ bn1")]
     assert len(rows) == 6 and all(re.search(r"1e-?\d+ [ ▁▂▃▄▅▆▇█]{10} 1e-?\d+ │$", r) for r in rows), rows
+
+
+def test_flow_over_several_batches_shows_the_spread_of_the_batch_gradients():
+    """spread = 1/sqrt(SNR) of the layer's noisiest variable, from the same run's noise scale."""
+    data = SAMPLES / "mlp_dataset.h5"
+    args = ("--input", f"{data}:x", "--batch-size", "64", "--max-batches", "5", "-f", "json")
+    flow = json.loads(run_cli("flow", SAMPLES / "mlp.keras", *args).stdout)
+    grad = json.loads(run_cli("grad", SAMPLES / "mlp.keras", "--all", *args).stdout)
+    snr: dict[str, float] = {}
+    for pair in grad["pairs"]:
+        for w in pair["weights"]:
+            if w["noise"]["snr"] is not None:  # None where |G|² <= 0 (no signal to measure against)
+                snr[w["layer"]] = min(snr.get(w["layer"], math.inf), w["noise"]["snr"])
+    assert flow["inputs"]["batches"] == 5 and snr
+    for row in flow["layers"]:
+        if row["layer"] in snr:
+            assert row["spread"] == pytest.approx(1 / math.sqrt(snr[row["layer"]]), rel=1e-12)
+        else:
+            assert "spread" not in row
+    chart = run_cli("flow", SAMPLES / "mlp.keras", *args[:-2]).stdout
+    assert "±" in chart and "5 batches of 64" in chart
