@@ -356,3 +356,45 @@ def test_a_nested_models_layers_are_recovered_one_by_one(keras, tmp_path):
     assert "weight/inner/i1/kernel" in graph and sorted(graph) == sorted(native)
     for key in graph:
         np.testing.assert_allclose(graph[key], native[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_a_variable_a_loop_writes_stays_a_resource_and_the_rest_is_exact(keras, tmp_path):
+    """A loop body that writes a variable (a step counter) cannot take its value: that variable is
+    passed as its handle, and the layers around the loop still get the live module's gradients."""
+    import tensorflow as tf
+
+    class Counted(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(4)
+            with tf.name_scope("enc"):
+                self.w1 = tf.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
+            with tf.name_scope("step"):
+                self.count = tf.Variable(0.0, name="count")
+            with tf.name_scope("head"):
+                self.w2 = tf.Variable(rng.normal(size=(4, 2)).astype("float32"), name="kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            with tf.name_scope("enc"):
+                h = tf.tanh(x @ self.w1)
+
+            def body(i, h):
+                with tf.name_scope("step"):
+                    self.count.assign_add(1.0)
+                    return i + 1, h * 0.5
+
+            _, h = tf.while_loop(lambda i, h: i < 2, body, [tf.constant(0), h])
+            with tf.name_scope("head"):
+                return {"y": h @ self.w2}
+
+    net = Counted()
+    tf.saved_model.save(net, str(tmp_path / "counted"), signatures={"serving_default": net.__call__})
+    x = np.random.default_rng(5).normal(size=(3, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    _, arrays = _grads(tmp_path / "counted", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
+    w1, w2 = net.w1.numpy().astype(np.float64), net.w2.numpy().astype(np.float64)
+    h = np.tanh(x.astype(np.float64) @ w1) * 0.25  # two halvings in the loop
+    y = h @ w2
+    np.testing.assert_allclose(arrays["weight/head/kernel"], h.T @ (2 * y), rtol=1e-5)
+    np.testing.assert_allclose(arrays["output/enc"], 0.25 * (2 * y) @ w2.T, rtol=1e-5)
