@@ -227,10 +227,9 @@ def test_listing_an_export_never_imports_tensorflow(exported):
     assert out.stdout.split() == ["graph", "7", "False"]
 
 
-def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path):
-    """`step` exists only inside a tf.while_loop body: listed with the reason, refused by name, while
-    `enc` and `head` around the loop get the gradients a tape on the live module gives."""
-    import tensorflow as tf
+def _looped_module(tf, counted: bool):
+    """`enc` → a tf.while_loop of 3 steps h = tanh(h @ step.kernel) → `head`; with ``counted``, the
+    body also adds 1 to a `step/count` variable (a write, so that variable stays a resource)."""
 
     class Looped(tf.Module):
         def __init__(self):
@@ -240,6 +239,7 @@ def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path
                 self.w1 = tf.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
             with tf.name_scope("step"):
                 self.w2 = tf.Variable(0.3 * rng.normal(size=(4, 4)).astype("float32"), name="kernel")
+                self.count = tf.Variable(0.0, name="count")
             with tf.name_scope("head"):
                 self.w3 = tf.Variable(rng.normal(size=(4, 2)).astype("float32"), name="kernel")
 
@@ -250,16 +250,42 @@ def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path
 
             def body(i, h):
                 with tf.name_scope("step"):
+                    if counted:
+                        self.count.assign_add(1.0)
                     return i + 1, tf.tanh(h @ self.w2)
 
             _, h = tf.while_loop(lambda i, h: i < 3, body, [tf.constant(0), h])
             with tf.name_scope("head"):
                 return {"y": h @ self.w3}
 
-    net = Looped()
+    return Looped()
+
+
+def _saved_looped(tf, tmp_path, counted: bool):
+    net = _looped_module(tf, counted)
     tf.saved_model.save(net, str(tmp_path / "looped"), signatures={"serving_default": net.__call__})
     x = np.random.default_rng(9).normal(size=(4, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
+    return net, x
+
+
+def _assert_live_gradients(tf, net, x, arrays):
+    """enc's and head's gradients equal a tape's on the live module (which runs the same loop)."""
+    with tf.GradientTape() as tape:
+        y = net(tf.constant(x))["y"]
+        loss = tf.reduce_sum(y**2)
+    w1, w3 = tape.gradient(loss, [net.w1, net.w3])
+    np.testing.assert_allclose(arrays["output/head"], 2 * y.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(arrays["weight/enc/kernel"], w1.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(arrays["weight/head/kernel"], w3.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path):
+    """`step` exists only inside a tf.while_loop body: listed with the reason, refused by name, while
+    `enc` and `head` around the loop get the gradients a tape on the live module gives."""
+    import tensorflow as tf
+
+    net, x = _saved_looped(tf, tmp_path, counted=False)
     listing = json.loads(run_cli("layers", tmp_path / "looped", "-f", "json").stdout)
     rows = {row["name"]: row for row in listing["layers"]}
     assert [n for n in rows if "note" not in rows[n]] == ["enc", "head"]
@@ -269,13 +295,7 @@ def test_a_scope_inside_a_loop_body_is_listed_as_not_recoverable(keras, tmp_path
     )
     assert "not recoverable" in line and "While" in line
     _, arrays = _grads(tmp_path / "looped", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
-    with tf.GradientTape() as tape:
-        y = net(tf.constant(x))["y"]
-        loss = tf.reduce_sum(y**2)
-    w1, w3 = tape.gradient(loss, [net.w1, net.w3])
-    np.testing.assert_allclose(arrays["output/head"], 2 * y.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(arrays["weight/enc/kernel"], w1.numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(arrays["weight/head/kernel"], w3.numpy(), rtol=1e-5, atol=1e-7)
+    _assert_live_gradients(tf, net, x, arrays)
 
 
 @pytest.mark.parametrize("kind", ["masked_lstm", "bidirectional_gru"])
@@ -363,38 +383,6 @@ def test_a_variable_a_loop_writes_stays_a_resource_and_the_rest_is_exact(keras, 
     passed as its handle, and the layers around the loop still get the live module's gradients."""
     import tensorflow as tf
 
-    class Counted(tf.Module):
-        def __init__(self):
-            super().__init__()
-            rng = np.random.default_rng(4)
-            with tf.name_scope("enc"):
-                self.w1 = tf.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
-            with tf.name_scope("step"):
-                self.count = tf.Variable(0.0, name="count")
-            with tf.name_scope("head"):
-                self.w2 = tf.Variable(rng.normal(size=(4, 2)).astype("float32"), name="kernel")
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
-        def __call__(self, x):
-            with tf.name_scope("enc"):
-                h = tf.tanh(x @ self.w1)
-
-            def body(i, h):
-                with tf.name_scope("step"):
-                    self.count.assign_add(1.0)
-                    return i + 1, h * 0.5
-
-            _, h = tf.while_loop(lambda i, h: i < 2, body, [tf.constant(0), h])
-            with tf.name_scope("head"):
-                return {"y": h @ self.w2}
-
-    net = Counted()
-    tf.saved_model.save(net, str(tmp_path / "counted"), signatures={"serving_default": net.__call__})
-    x = np.random.default_rng(5).normal(size=(3, 3)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    _, arrays = _grads(tmp_path / "counted", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
-    w1, w2 = net.w1.numpy().astype(np.float64), net.w2.numpy().astype(np.float64)
-    h = np.tanh(x.astype(np.float64) @ w1) * 0.25  # two halvings in the loop
-    y = h @ w2
-    np.testing.assert_allclose(arrays["weight/head/kernel"], h.T @ (2 * y), rtol=1e-5)
-    np.testing.assert_allclose(arrays["output/enc"], 0.25 * (2 * y) @ w2.T, rtol=1e-5)
+    net, x = _saved_looped(tf, tmp_path, counted=True)
+    _, arrays = _grads(tmp_path / "looped", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
+    _assert_live_gradients(tf, net, x, arrays)
