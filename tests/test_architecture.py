@@ -158,6 +158,10 @@ def test_every_command_validates_its_options_before_importing_tensorflow():
         ["verify", "M", "--layer", "dense_1", "--loss", "nope"],
         ["verify", "M", "--layer", "dense_1", "--target", "missing.npy", "--loss", "mse"],
         ["layers", "M", "--max-memory", "lots"],
+        ["flow", "M", "--loss", "nope"],
+        ["flow", "M", "--plot", "flow.gif"],
+        ["check", "M", "--rules", "missing.toml"],
+        ["grad", "M", "--all", "--plot", "g.bmp"],
     ]
     code = (
         "import sys, json\n"

@@ -386,3 +386,15 @@ def test_a_variable_a_loop_writes_stays_a_resource_and_the_rest_is_exact(keras, 
     net, x = _saved_looped(tf, tmp_path, counted=True)
     _, arrays = _grads(tmp_path / "looped", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sumsq")
     _assert_live_gradients(tf, net, x, arrays)
+
+
+def test_signature_chooses_the_function_layers_and_gradients_come_from(exported):
+    """Keras exports `serve` and `serving_default` (the same function): --signature picks one, and
+    both give the same gradients; `layers` says which signature its layers came from."""
+    d = exported
+    a_report, a = _grads(d / "mlp_export", d / "mlp.npy", "--pair", "d1:d2", "--signature", "serve")
+    _, b = _grads(d / "mlp_export", d / "mlp.npy", "--pair", "d1:d2")
+    assert "signature 'serve'" in " ".join(a_report["notes"])
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    listing = json.loads(run_cli("layers", d / "mlp_export", "--signature", "serve", "-f", "json").stdout)
+    assert listing["graph_signature"] == "serve"
