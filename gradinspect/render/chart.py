@@ -1,10 +1,10 @@
 """The terminal picture of gradient flow: one row per layer with weights, a bar on a log scale.
 
 Each row: the layer's name (ellipsized in the middle, keeping the end, where it is long), a bar
-whose length is the weight-gradient norm on a log scale spanning the model's smallest to largest
-norm (whole decades), the norm, mean |g| and, over several batches, the relative spread of the
-per-batch gradients. Bars are coloured where the norm vanishes or explodes or the gradient holds
-NaN/Inf. Fits the given width (80 columns at least).
+on a log scale spanning the model's smallest mean |g| to its largest norm (whole decades): solid
+up to the layer's mean |g|, shaded on to its weight-gradient norm; then the norm, mean |g| and,
+over several batches, the relative spread of the per-batch gradients. Bars are coloured where the
+norm vanishes or explodes or the gradient holds NaN/Inf. Fits the given width (80 columns at least).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from gradinspect.report.flow import FlowReport, FlowRow
 _STYLE = {"vanishing": "yellow", "exploding": "bold red", "non-finite": "bold magenta", "no gradient": "dim"}
 _NAME = 22
 _NUMBERS = 30  # "  1.234e-05  |g| 1.234e-07  ±0.12"
-_EIGHTHS = " ▏▎▍▌▋▊▉█"
 _WIDEST = 100  # a wider terminal gets longer bars up to this width, no further
 
 
@@ -46,9 +45,9 @@ def _flow(console: Console, report: FlowReport) -> None:
     if not rows:
         console.print(Text("(no layer with trainable weights)"))
         return
-    low, high = _decades([r.grad_norm for r in rows])
+    low, high = _decades([v for r in rows for v in (r.grad_norm, r.mean_abs)])
     width = max(10, min(console.width, _WIDEST) - _NAME - _NUMBERS - 3)
-    scale = f"{'weight-gradient norm':>{_NAME}} 10^{low} {'·' * max(0, width - 10)} 10^{high}"
+    scale = f"{'█ mean |g|  ░ norm':>{_NAME}} 10^{low} {'·' * max(0, width - 10)} 10^{high}"
     console.print(Text(scale, style="dim"))
     for row in rows:
         console.print(_line(row, low, high, width))
@@ -72,7 +71,10 @@ def _decades(norms: list[float | None]) -> tuple[int, int]:
 def _line(row: FlowRow, low: int, high: int, width: int) -> Text:
     line = Text(f"{middle_ellipsis(row.layer, _NAME):>{_NAME}} ")
     style = _STYLE.get(row.status, "green")
-    line.append(_bar(row.grad_norm, low, high, width), style=style)
+    mean = _cells(row.mean_abs, low, high, width)
+    line.append("█" * mean, style=style)
+    line.append("░" * max(0, _cells(row.grad_norm, low, high, width) - mean), style=style)
+    line.append(" " * (width - max(mean, _cells(row.grad_norm, low, high, width))))
     numbers = f" {number(row.grad_norm):>9}  |g| {number(row.mean_abs):>9}"
     if row.spread is not None:
         numbers += f"  ±{row.spread:.2g}"
@@ -80,10 +82,9 @@ def _line(row: FlowRow, low: int, high: int, width: int) -> Text:
     return line
 
 
-def _bar(norm: float | None, low: int, high: int, width: int) -> str:
-    if norm is None or not math.isfinite(norm) or norm <= 0:
-        return " " * width
-    fraction = (math.log10(norm) - low) / (high - low)
-    eighths = max(1, round(min(max(fraction, 0.0), 1.0) * width * 8))
-    full, part = divmod(eighths, 8)
-    return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(width)
+def _cells(value: float | None, low: int, high: int, width: int) -> int:
+    """How many of ``width`` cells a log-scale bar from 10^low to ``value`` fills (10^high: all)."""
+    if value is None or not math.isfinite(value) or value <= 0:
+        return 0
+    fraction = (math.log10(value) - low) / (high - low)
+    return max(1, round(min(max(fraction, 0.0), 1.0) * width))
