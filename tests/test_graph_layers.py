@@ -398,3 +398,39 @@ def test_signature_chooses_the_function_layers_and_gradients_come_from(exported)
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
     listing = json.loads(run_cli("layers", d / "mlp_export", "--signature", "serve", "-f", "json").stdout)
     assert listing["graph_signature"] == "serve"
+
+
+def test_a_chosen_layers_variable_that_a_loop_writes_is_named_in_a_note(keras, tmp_path):
+    """`enc` reads its kernel, and a loop later writes it: the kernel stays a resource, so enc's
+    weight gradient is left out with a note naming the op; its output gradient is still reported."""
+    import tensorflow as tf
+
+    class Rewritten(tf.Module):
+        def __init__(self):
+            super().__init__()
+            with tf.name_scope("enc"):
+                self.w = tf.Variable(np.eye(3, dtype="float32"), name="kernel")
+            with tf.name_scope("head"):
+                self.w2 = tf.Variable(np.ones((3, 1), "float32"), name="kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            with tf.name_scope("enc"):
+                h = tf.tanh(x @ self.w)
+
+            def body(i, h):
+                with tf.name_scope("step"):
+                    self.w.assign_add(tf.zeros((3, 3)))
+                    return i + 1, h
+
+            _, h = tf.while_loop(lambda i, h: i < 1, body, [tf.constant(0), h])
+            with tf.name_scope("head"):
+                return {"y": h @ self.w2}
+
+    net = Rewritten()
+    tf.saved_model.save(net, str(tmp_path / "rewritten"), signatures={"serving_default": net.__call__})
+    np.save(tmp_path / "x.npy", np.ones((2, 3), "float32"))
+    report, arrays = _grads(tmp_path / "rewritten", tmp_path / "x.npy", "--pair", "enc:head", "--loss", "sum")
+    assert "output/enc" in arrays and "weight/enc/kernel" not in arrays and "weight/head/kernel" in arrays
+    assert any("variables of enc (by 'while')" in n for n in report["notes"]), report["notes"]
+    np.testing.assert_allclose(arrays["output/enc"], np.ones((2, 3)))  # d sum(h @ ones) / d h

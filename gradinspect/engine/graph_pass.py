@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.graphlayers import RecoveredGraph, recover_graph
+from gradinspect.artifacts.graphlayers import GraphLayer, RecoveredGraph, recover_graph
 from gradinspect.artifacts.graphrewrite import RESOURCE, kept_resources
 from gradinspect.artifacts.live import savedmodel_variables
 from gradinspect.engine import stages as st
@@ -103,13 +103,21 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, request.specs, loader=loaded.loader)
     notes = [*request.notes, f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
-    looped = sorted({g.name for g in layers.values() for arg, _, _ in g.variables if arg in kept})
-    if looped:
-        notes.append(
-            f"variables of {', '.join(looped)} are carried into a While loop in the graph, which takes them as "
-            "resources, not values: their gradients are not reported (the layers' output gradients are)"
-        )
+    notes += _kept_notes(layers, kept)
     return grad_report(replace(request, notes=tuple(notes)), info, result.loss_value, reports, arrays, batches, noise)
+
+
+def _kept_notes(layers: dict[str, GraphLayer], kept: dict[str, str]) -> list[str]:
+    """What the report says of chosen layers whose variables stay resources (see ``kept_resources``)."""
+    named = sorted(
+        {f"{g.name} (by {kept[arg]!r})" for g in layers.values() for arg, _, _ in g.variables if arg in kept}
+    )
+    if not named:
+        return []
+    return [
+        f"variables of {', '.join(named)} are used by an op that needs the variable itself, not only its value "
+        "(a loop that writes it): their gradients are not reported (the layers' output gradients are)"
+    ]
 
 
 def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, values: tuple, kept: set) -> dict:
