@@ -38,3 +38,26 @@ def test_an_existing_output_is_kept_unless_force(tmp_path):
     assert "the file exists; pass --force" in line and out.read_text() == "keep me"
     assert run_cli("layers", SAMPLES / "mlp.keras", "-o", out, "--force").exit_code == 0
     assert "dense_1" in out.read_text()
+
+
+def test_grad_writes_json_and_markdown_files_from_the_run_it_prints(tmp_path):
+    args = ("grad", SAMPLES / "mlp.keras", "--all", "--input", SAMPLES / "mlp_input.npy")
+    result = run_cli(*args, "--json", tmp_path / "g.json", "--markdown", tmp_path / "g.md", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "g.json").read_text()) == json.loads(result.stdout)
+    markdown = (tmp_path / "g.md").read_text()
+    assert "dense_1" in markdown and markdown.startswith("###")
+
+
+def test_flow_csv_and_markdown_hold_the_json_series():
+    import csv
+    import io
+
+    args = ("flow", SAMPLES / "cnn.keras", "--input", SAMPLES / "cnn_input.npy", "-f")
+    series = json.loads(run_cli(*args, "json").stdout)["layers"]
+    rows = list(csv.DictReader(io.StringIO(run_cli(*args, "csv").stdout)))
+    assert [r["layer"] for r in rows] == [s["layer"] for s in series]
+    for row, s in zip(rows, series):
+        assert float(row["grad_norm"]) == s["grad_norm"] and row["status"] == s["status"]
+    markdown = run_cli(*args, "markdown").stdout
+    assert all(f"| {s['layer']} |" in markdown for s in series)
