@@ -229,3 +229,13 @@ def test_flow_over_several_batches_shows_the_spread_of_the_batch_gradients():
             assert "spread" not in row
     chart = run_cli("flow", SAMPLES / "mlp.keras", *args[:-2]).stdout
     assert "±" in chart and "5 batches of 64" in chart
+
+
+def test_verify_at_80_columns_keeps_every_gradient_name_whole(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("verify", SAMPLES / "mlp.keras", "--layer", "dense_1")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for key in ("output/dense_1", "input/dense_1", "weight/dense_1/kernel", "weight/dense_1/bias"):
+        assert any(f"│ {key} " in line for line in lines), key

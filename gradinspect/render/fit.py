@@ -27,12 +27,13 @@ def fit_table(title: str, columns: list[Column], rows: list[list[Any]], width: i
     """The widest table of ``columns`` that fits ``width``, dropping the least important first.
     Returns the table and the headers left out (in table order)."""
     shown = list(range(len(columns)))
-    for wrap in (None, 40, 30, 24):  # first let names and notes wrap, narrower and narrower
-        table = _table(title, columns, rows, wrap)
-        if _width(table) <= width:
-            return table, []
-    while True:  # then leave out columns, text wrapping at _WRAP characters
-        table = _table(title, [columns[i] for i in shown], [[r[i] for i in shown] for r in rows], _WRAP)
+    while True:
+        cols, cells = [columns[i] for i in shown], [[r[i] for i in shown] for r in rows]
+        # Names and notes wrap first, narrower and narrower; then a column is left out.
+        for wrap in (None, 40, 30, 24, _WRAP):
+            table = _table(title, cols, cells, wrap)
+            if _width(table) <= width:
+                break
         if _width(table) <= width or len(shown) <= 2:
             break
         shown.remove(min(shown, key=lambda i: (columns[i].keep, -i)))
@@ -55,7 +56,7 @@ def _table(title: str, columns: list[Column], rows: list[list[Any]], wrap: int |
     for c in columns:
         if c.text:
             limit = min(c.max_width or wrap or 10_000, wrap or 10_000) if (c.max_width or wrap) else None
-            table.add_column(c.header, justify=c.justify, style=c.style, max_width=limit)
+            table.add_column(c.header, justify=c.justify, style=c.style, max_width=limit, overflow="fold")
         else:
             table.add_column(c.header, justify=c.justify, style=c.style, no_wrap=True, min_width=len(c.header))
     for row in rows:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradinspect.formatting import count, number, shape, summed_over
-from gradinspect.render.fit import dropped_note, fit_table
+from gradinspect.render.fit import Column, dropped_note, fit_table
 from gradinspect.render.gradtables import norm_cell, num, outputs_table, weights_table
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.text import display_name
@@ -235,6 +235,17 @@ def _check(console: Console, report) -> None:
 _STATUS_STYLE = {"ok": "green", "FAIL": "bold red", "kink": "yellow", "unresolved": "yellow"}
 
 
+_VERIFY_COLUMNS = [
+    Column("Gradient", 100, "left", text=True),
+    Column("Shape", 40, "left"),
+    Column("Checked", 50),
+    Column("Max abs error", 60),
+    Column("Max rel error", 55),
+    Column("Error", 90),
+    Column("Status", 95),
+]
+
+
 def _verify(console: Console, report) -> None:
     console.print(
         Text.assemble(
@@ -243,13 +254,8 @@ def _verify(console: Console, report) -> None:
             f"batch {report.batch_size}  ·  float64 copy, eps {report.eps:g}, tol {report.tol:g}",
         )
     )
-    table = Table(title="Tape gradient vs central finite differences", title_justify="left")
-    table.add_column("Gradient")
-    table.add_column("Shape")
-    for col in ("Checked", "Max abs error", "Max rel error", "Error", "Status"):
-        table.add_column(col, justify="right")
-    for e in report.entries:
-        table.add_row(
+    rows = [
+        [
             Text(e.target),
             Text(shape(e.shape)),
             str(e.checked),
@@ -257,8 +263,13 @@ def _verify(console: Console, report) -> None:
             f"{e.max_rel_error:.3g}",
             num(e.max_error, not e.passed),
             Text(e.status, style=_STATUS_STYLE.get(e.status, "")),
-        )
+        ]
+        for e in report.entries
+    ]
+    table, dropped = fit_table("Tape gradient vs central finite differences", _VERIFY_COLUMNS, rows, console.width)
     console.print(table)
+    if dropped:
+        console.print(dropped_note(dropped, console.width))
     details = [(e.target, d) for e in report.entries for d in e.details]
     if details:
         console.print(_details_table(details))
