@@ -195,3 +195,20 @@ def article(keras, tmp_path_factory):
     x = np.array([[1, 2], [3, 4]], dtype="float32")
     np.save(d / "x.npy", x)
     return d, x.astype(np.float64), w1.astype(np.float64), w2.astype(np.float64)
+
+
+@pytest.fixture(scope="session")
+def stream_mlp(keras, tmp_path_factory):
+    """A small tanh MLP (x → hidden → out) in m.keras, 70 samples in x.npy and 70 targets in t.npy:
+    batches of 16 leave a short last batch of 6. Returns the folder and the model."""
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("stream")
+    keras.utils.set_random_seed(8)
+    x = keras.Input((5,), name="x")
+    h = keras.layers.Dense(4, activation="tanh", name="hidden")(x)
+    model = keras.Model(x, keras.layers.Dense(3, name="out")(h))
+    model.save(d / "m.keras")
+    np.save(d / "x.npy", np.random.default_rng(0).normal(size=(70, 5)).astype("float32"))
+    np.save(d / "t.npy", np.random.default_rng(1).normal(size=(70, 3)).astype("float32"))
+    return d, model

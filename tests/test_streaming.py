@@ -10,16 +10,9 @@ from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def data(keras, tmp_path_factory):
+def data(stream_mlp):
     """A small tanh MLP and 70 samples: batches of 16 leave a short last batch of 6."""
-    d = tmp_path_factory.mktemp("stream")
-    keras.utils.set_random_seed(8)
-    x = keras.Input((5,), name="x")
-    h = keras.layers.Dense(4, activation="tanh", name="hidden")(x)
-    model = keras.Model(x, keras.layers.Dense(3, name="out")(h))
-    model.save(d / "m.keras")
-    np.save(d / "x.npy", np.random.default_rng(0).normal(size=(70, 5)).astype("float32"))
-    return d, model
+    return stream_mlp
 
 
 def _run(d, *args):

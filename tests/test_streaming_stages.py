@@ -10,18 +10,9 @@ from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def data(keras, tmp_path_factory):
+def data(stream_mlp):
     """A tanh MLP, 70 samples and targets: batches of 16 leave a short last batch of 6."""
-    d = tmp_path_factory.mktemp("stream_stages")
-    keras.utils.set_random_seed(11)
-    x = keras.Input((5,), name="x")
-    h = keras.layers.Dense(4, activation="tanh", name="hidden")(x)
-    model = keras.Model(x, keras.layers.Dense(3, name="out")(h))
-    model.save(d / "m.keras")
-    rng = np.random.default_rng(1)
-    np.save(d / "x.npy", rng.normal(size=(70, 5)).astype("float32"))
-    np.save(d / "t.npy", rng.normal(size=(70, 3)).astype("float32"))
-    return d
+    return stream_mlp[0]
 
 
 def _run(d, *args):
