@@ -212,3 +212,20 @@ def stream_mlp(keras, tmp_path_factory):
     np.save(d / "x.npy", np.random.default_rng(0).normal(size=(70, 5)).astype("float32"))
     np.save(d / "t.npy", np.random.default_rng(1).normal(size=(70, 3)).astype("float32"))
     return d, model
+
+
+def stream_grad(d: Path, *args: str):
+    """`grad --from hidden --to out` on :func:`stream_mlp`'s model and inputs, plus ``args``: the
+    JSON report and the --save-npz arrays."""
+    import json
+
+    import numpy as np
+
+    npz = d / f"g{abs(hash(args))}.npz"
+    result = run_cli(
+        "grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", d / "x.npy", "--save-npz", npz,
+        "--force", "-f", "json", *args,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    with np.load(npz) as saved:
+        return json.loads(result.stdout), {k: saved[k] for k in saved.files}

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, stream_grad
 
 
 @pytest.fixture(scope="module")
@@ -15,22 +15,11 @@ def data(stream_mlp):
     return stream_mlp
 
 
-def _run(d, *args):
-    npz = d / f"g{abs(hash(args))}.npz"
-    result = run_cli(
-        "grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", d / "x.npy", "--save-npz", npz,
-        "--force", "-f", "json", *args,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    with np.load(npz) as saved:
-        return json.loads(result.stdout), {k: saved[k] for k in saved.files}
-
-
 @pytest.mark.parametrize("loss", ["sum", "mean"])
 def test_streamed_batches_equal_one_giant_batch(data, loss):
     d, _ = data
-    giant, giant_arrays = _run(d, "--loss", loss, "--batch-size", "70")
-    streamed, streamed_arrays = _run(d, "--loss", loss, "--batch-size", "16")
+    giant, giant_arrays = stream_grad(d, "--loss", loss, "--batch-size", "70")
+    streamed, streamed_arrays = stream_grad(d, "--loss", loss, "--batch-size", "16")
     assert giant["inputs"].get("batches") is None and streamed["inputs"]["batches"] == 5
     assert streamed["loss"]["value"] == pytest.approx(giant["loss"]["value"], rel=1e-5)
     for key in ("weight/hidden/kernel", "weight/hidden/bias", "weight/out/kernel", "weight/out/bias"):
@@ -46,7 +35,7 @@ def test_noise_scale_against_a_direct_computation(data):
     import tensorflow as tf
 
     d, model = data
-    report, _ = _run(d, "--loss", "sum", "--batch-size", "16")
+    report, _ = stream_grad(d, "--loss", "sum", "--batch-size", "16")
     x = np.load(d / "x.npy")
     kernel = model.get_layer("out").kernel
     per_batch = []
@@ -67,16 +56,16 @@ def test_noise_scale_against_a_direct_computation(data):
 
 def test_max_batches_and_the_default_batch(data):
     d, _ = data
-    stopped, _ = _run(d, "--batch-size", "16", "--max-batches", "2")
+    stopped, _ = stream_grad(d, "--batch-size", "16", "--max-batches", "2")
     assert stopped["inputs"]["batches"] == 2 and stopped["pairs"][0]["outputs"][0]["shape"][0] == 32
-    default, _ = _run(d)  # 70 samples: batches of 32
+    default, _ = stream_grad(d)  # 70 samples: batches of 32
     assert default["inputs"]["batch_size"] == 32 and default["inputs"]["batches"] == 3
     assert default["noise"]["batches"] == 2  # two full batches of 32; the last 6 samples are left out of it
 
 
 def test_noise_needs_two_full_batches(data):
     d, _ = data
-    report, _ = _run(d, "--batch-size", "40")  # one full batch and a short one
+    report, _ = stream_grad(d, "--batch-size", "40")  # one full batch and a short one
     weight = report["pairs"][0]["weights"][0]
     assert weight["noise"]["b_simple"] is None and "at least 2 full batches" in weight["noise"].get("reason", "")
 
@@ -88,7 +77,7 @@ def test_hdf5_and_npy_inputs_stream_to_the_same_numbers(data, tmp_path):
     x = np.load(d / "x.npy")
     with h5py.File(tmp_path / "x.h5", "w") as h5:
         h5["x"] = x
-    from_npy, npy_arrays = _run(d, "--batch-size", "16")
+    from_npy, npy_arrays = stream_grad(d, "--batch-size", "16")
     result = run_cli(
         "grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", f"{tmp_path / 'x.h5'}:x",
         "--batch-size", "16", "--save-npz", tmp_path / "h.npz", "-f", "json",
@@ -220,8 +209,8 @@ def test_save_h5_holds_the_giant_batch_per_sample_gradients(data, tmp_path):
     import h5py
 
     d, _ = data
-    _, giant = _run(d, "--loss", "mean", "--batch-size", "70")
-    _run(d, "--loss", "mean", "--batch-size", "16", "--save-h5", tmp_path / "g.h5")
+    _, giant = stream_grad(d, "--loss", "mean", "--batch-size", "70")
+    stream_grad(d, "--loss", "mean", "--batch-size", "16", "--save-h5", tmp_path / "g.h5")
     with h5py.File(tmp_path / "g.h5", "r") as h5:
         assert sorted(h5["output"]) == ["hidden", "out"]  # the pair --from hidden --to out
         for key in ("output/hidden", "output/out"):
@@ -275,8 +264,8 @@ def test_the_readme_dataset_run_equals_one_tape_over_all_samples(keras):
 def test_the_compiled_step_gives_the_eager_numbers(data, loss):
     """--compile always (one tf.function for batches 2..5, the short last one included) = --compile never."""
     d, _ = data
-    eager, eager_arrays = _run(d, "--loss", loss, "--batch-size", "16", "--compile", "never")
-    compiled, compiled_arrays = _run(d, "--loss", loss, "--batch-size", "16", "--compile", "always")
+    eager, eager_arrays = stream_grad(d, "--loss", loss, "--batch-size", "16", "--compile", "never")
+    compiled, compiled_arrays = stream_grad(d, "--loss", loss, "--batch-size", "16", "--compile", "always")
     assert compiled["loss"]["value"] == pytest.approx(eager["loss"]["value"], rel=1e-6)
     # Grappler fuses and reorders float32 ops in the graph: agreement to a few float32 ulps of the
     # largest entry (the sums over 16 rows each differ by some rounding), not bit for bit.
@@ -324,7 +313,7 @@ def test_two_logical_cpu_devices_give_the_single_device_numbers(data, tmp_path):
     import sys
 
     d, _ = data
-    single, single_arrays = _run(d, "--loss", "mean", "--batch-size", "16", "--compile", "always")
+    single, single_arrays = stream_grad(d, "--loss", "mean", "--batch-size", "16", "--compile", "always")
     npz = tmp_path / "two.npz"
     args = ["grad", str(d / "m.keras"), "--all", "--input", str(d / "x.npy"), "--loss", "mean", "--batch-size", "16"]
     proc = subprocess.run(
@@ -379,7 +368,7 @@ def test_targets_stream_aligned_with_the_inputs(data, tmp_path, kind):
         with h5py.File(tmp_path / "y.h5", "w") as h5:
             h5["y"] = y
         spec = f"{tmp_path / 'y.h5'}:y"
-    report, arrays = _run(d, "--loss", "mse", "--target", spec, "--samples", "10:60", "--batch-size", "16")
+    report, arrays = stream_grad(d, "--loss", "mse", "--target", spec, "--samples", "10:60", "--batch-size", "16")
     assert report["inputs"]["batches"] == 4  # 50 samples: 16, 16, 16, 2
     x = np.load(d / "x.npy")[10:60]
     with tf.GradientTape() as tape:

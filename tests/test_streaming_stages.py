@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, stream_grad
 
 
 @pytest.fixture(scope="module")
@@ -16,14 +14,8 @@ def data(stream_mlp):
 
 
 def _run(d, *args):
-    npz = d / f"s{abs(hash(args))}.npz"
-    result = run_cli(
-        "grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", d / "x.npy", "--save-npz", npz,
-        "--force", "-f", "json", *args,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    with np.load(npz) as saved:
-        return json.loads(result.stdout)["pairs"][0]["stage2"], {k: saved[k] for k in saved.files if "stage" in k}
+    report, arrays = stream_grad(d, *args)
+    return report["pairs"][0]["stage2"], {k: v for k, v in arrays.items() if "stage" in k}
 
 
 @pytest.mark.parametrize(
