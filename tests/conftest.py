@@ -52,6 +52,49 @@ def tf_keras(keras):
     return tf_keras
 
 
+@pytest.fixture(scope="session")
+def hostile_savedmodels(keras, tmp_path_factory):
+    """Two tf.Module SavedModels that write MARKER: from the serving function (serve_writes) and
+    while creating a resource on load (resource_writes)."""
+    import tensorflow as tf
+
+    d = tmp_path_factory.mktemp("hostile_sm")
+    marker = d / "MARKER"
+
+    class Serve(tf.Module):
+        def __init__(self):
+            self.v = tf.Variable(2.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        def serve(self, x):
+            tf.io.write_file(str(marker), "pwned")
+            return {"y": x * self.v}
+
+    class Resource(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            tf.io.write_file(str(marker), "pwned")
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="r")
+
+    class WithResource(tf.Module):
+        def __init__(self):
+            self.r = Resource()
+            self.v = tf.Variable(1.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        def serve(self, x):
+            # Using the resource makes the restored object create it (running _create_resource).
+            tf.raw_ops.VarIsInitializedOp(resource=self.r.resource_handle)
+            return {"y": x * self.v}
+
+    serve = Serve()
+    tf.saved_model.save(serve, str(d / "serve_writes"), signatures={"serving_default": serve.serve})
+    res = WithResource()
+    tf.saved_model.save(res, str(d / "resource_writes"), signatures={"serving_default": res.serve})
+    if marker.exists():
+        marker.unlink()
+    return d, marker
+
+
 def marker_lambda(marker: Path):
     """A lambda whose bytecode carries the marker path as a constant, so that it survives
     serialization: running it anywhere (even inside a loader) creates the marker file."""
@@ -229,3 +272,52 @@ def stream_grad(d: Path, *args: str):
     assert result.exit_code == 0, result.stderr
     with np.load(npz) as saved:
         return json.loads(result.stdout), {k: saved[k] for k in saved.files}
+
+
+def tf_reachable(saved_model) -> tuple[set[str], set[str]]:
+    """The independent computation of what a SavedModel runs, on TensorFlow's own parse (a
+    ``saved_model_pb2.SavedModel``): (library functions, op types) reachable from the object
+    graph's functions and from the main-graph nodes a signature names, with their inputs."""
+    (meta,) = saved_model.meta_graphs
+    library = {f.signature.name: f for f in meta.graph_def.library.function}
+    main = {n.name: n for n in meta.graph_def.node}
+    stack = list(meta.object_graph_def.concrete_functions)
+    for obj in meta.object_graph_def.nodes:
+        stack.extend(obj.function.concrete_functions)
+        if obj.HasField("bare_concrete_function"):
+            stack.append(obj.bare_concrete_function.concrete_function_name)
+    stack += [g.gradient_func for g in meta.graph_def.library.gradient]
+    stack += [g.gradient_func for g in meta.graph_def.library.registered_gradients]
+    named = [t.name for sig in meta.signature_def.values() for t in (*sig.inputs.values(), *sig.outputs.values())]
+    todo = [n.lstrip("^").split(":")[0] for n in named]
+
+    def calls(node_or_fn, attrs):
+        out = []
+        for a in attrs:
+            funcs = ([a.func] if a.HasField("func") else []) + list(a.list.func)
+            for f in funcs:
+                out.append(f.name)
+                out += calls(None, f.attr.values())
+        if node_or_fn is not None and node_or_fn.op in library:
+            out.append(node_or_fn.op)
+        return out
+
+    ops, seen_nodes, seen = set(), set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen_nodes or name not in main:
+            continue
+        seen_nodes.add(name)
+        ops.add(main[name].op)
+        stack.extend(calls(main[name], main[name].attr.values()))
+        todo.extend(r.lstrip("^").split(":")[0] for r in main[name].input)
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in library:
+            continue
+        seen.add(name)
+        stack.extend(calls(None, library[name].attr.values()))
+        for node in library[name].node_def:
+            ops.add(node.op)
+            stack.extend(calls(node, node.attr.values()))
+    return seen, ops

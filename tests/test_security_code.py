@@ -149,47 +149,6 @@ def test_keras3_function_outside_the_allow_list_is_refused(tmp_path):
 # --- SavedModel graphs ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hostile_savedmodels(keras, tmp_path_factory):
-    import tensorflow as tf
-
-    d = tmp_path_factory.mktemp("sm")
-    marker = d / "MARKER"
-
-    class Serve(tf.Module):
-        def __init__(self):
-            self.v = tf.Variable(2.0)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
-        def serve(self, x):
-            tf.io.write_file(str(marker), "pwned")
-            return {"y": x * self.v}
-
-    class Resource(tf.saved_model.experimental.TrackableResource):
-        def _create_resource(self):
-            tf.io.write_file(str(marker), "pwned")
-            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="r")
-
-    class WithResource(tf.Module):
-        def __init__(self):
-            self.r = Resource()
-            self.v = tf.Variable(1.0)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32)])
-        def serve(self, x):
-            # Using the resource makes the restored object create it (running _create_resource).
-            tf.raw_ops.VarIsInitializedOp(resource=self.r.resource_handle)
-            return {"y": x * self.v}
-
-    serve = Serve()
-    tf.saved_model.save(serve, str(d / "serve_writes"), signatures={"serving_default": serve.serve})
-    res = WithResource()
-    tf.saved_model.save(res, str(d / "resource_writes"), signatures={"serving_default": res.serve})
-    if marker.exists():
-        marker.unlink()
-    return d, marker
-
-
 @pytest.mark.parametrize("model", ["serve_writes", "resource_writes"])
 @pytest.mark.parametrize("command", [("layers",), ("grad", "--all"), ("check",)], ids=lambda c: c[0])
 def test_savedmodel_graph_with_file_io_is_refused(hostile_savedmodels, model, command):
@@ -215,54 +174,6 @@ def test_tf_keras_savedmodel_with_an_unregistered_custom_layer_is_refused(tf_ker
     x = tf_keras.Input((2,), name="x")
     tf_keras.Model(x, Doubler(name="dbl")(tf_keras.layers.Dense(2)(x))).save(tmp_path / "sm", save_format="tf")
     assert_one_error_line(run_cli("layers", tmp_path / "sm"), "layer 'dbl'", "class 'Doubler'")
-
-
-def _reachable_ops_by_tensorflow(path):
-    """The independent computation: TensorFlow's own parse of saved_model.pb, the same closure rule."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    sm = saved_model_pb2.SavedModel()
-    sm.ParseFromString((path / "saved_model.pb").read_bytes())
-    ops = set()
-    for meta in sm.meta_graphs:
-        library = {f.signature.name: f for f in meta.graph_def.library.function}
-        skip = {n.split(":")[0] for n in (meta.saver_def.save_tensor_name, meta.saver_def.restore_op_name)}
-        roots = set(meta.object_graph_def.concrete_functions)
-        for obj in meta.object_graph_def.nodes:
-            roots.update(obj.function.concrete_functions)
-            if obj.bare_concrete_function.concrete_function_name:
-                roots.add(obj.bare_concrete_function.concrete_function_name)
-
-        def calls(node, library=library):
-            out = [a.func.name for a in node.attr.values() if a.HasField("func")]
-            out += [f.name for a in node.attr.values() for f in a.list.func]
-            return out + ([node.op] if node.op in library else [])
-
-        stack = list(roots)
-        for node in meta.graph_def.node:
-            if node.name not in skip:
-                ops.add(node.op)
-                stack.extend(calls(node))
-        seen = set()
-        while stack:
-            name = stack.pop()
-            if name in seen or name not in library:
-                continue
-            seen.add(name)
-            for node in library[name].node_def:
-                ops.add(node.op)
-                stack.extend(calls(node))
-    return ops
-
-
-@pytest.mark.parametrize("name", ["mlp_savedmodel", "mlp_export"])
-def test_graph_reader_agrees_with_tensorflow(keras, name):
-    from gradinspect.artifacts.graphscan import scan_savedmodel
-
-    facts = scan_savedmodel(SAMPLES / name, SAMPLES / name)
-    assert set(facts.ops) == _reachable_ops_by_tensorflow(SAMPLES / name)
-    # The checkpoint machinery is in the file but outside what the loader runs.
-    assert not facts.ops & {"SaveV2", "RestoreV2", "MergeV2Checkpoints"}
 
 
 def test_checkpoint_machinery_is_no_hiding_place(keras, tmp_path):

@@ -31,10 +31,11 @@ OP_MODULES = (
 ).split()
 # ...less those that reach outside the process or block: reading a file or memory region
 # (ImmutableConst, RecordInput, table initializers from text files), calling another process
-# (RemoteCall), printing or writing summaries, queues and barriers that can wait forever.
+# (RemoteCall), printing or writing summaries, queues and barriers that can wait forever, and
+# those that end or stall the process (Abort kills it; mutexes can deadlock).
 OP_EXCLUDED = re.compile(
     r"Queue|Barrier|Summary|^Print|RecordInput|RemoteCall|ImmutableConst|FromTextFile|Accumulator"
-    r"|^Stage|^Unstage|^Map|^OrderedMap|^Debug"
+    r"|^Stage|^Unstage|^Map|^OrderedMap|^Debug|^Abort$|Mutex"
 )
 OP_KEEP_IN_LOGGING = {"Assert", "Timestamp"}
 OP_EXTRA = {
@@ -75,6 +76,12 @@ KERAS_MODULES = (
 ).split()
 
 
+# Layers whose config makes Keras open or run something outside the model file: TFSMLayer loads
+# the SavedModel at a path its config names (unscanned), TorchModuleWrapper unpickles a module
+# (torch.load), JaxLayer/FlaxLayer call Python functions their config carries.
+KERAS_CLASSES_EXCLUDED = {"TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer"}
+
+
 def keras_names() -> tuple[list[str], list[str]]:
     import keras
     import tf_keras
@@ -106,6 +113,7 @@ def keras_names() -> tuple[list[str], list[str]]:
         classes.update(n for n, o in vars(module).items() if inspect.isclass(o) and issubclass(o, Operation))
     # Module helpers, not functions a config names: deserialize/serialize/get would call back into the loader.
     functions -= {"deserialize", "serialize", "get"}
+    classes -= KERAS_CLASSES_EXCLUDED
     return sorted(classes), sorted(f for f in functions if f.isidentifier())
 
 

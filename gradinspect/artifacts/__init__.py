@@ -3,7 +3,7 @@
 Owns: detecting the format and reading configs and weights without TensorFlow (``formats``,
 ``structure``, ``shapes``, ``savedmodel_static``), the private copy that is scanned and loaded
 (``snapshot``), the safety scans and their allow-lists (``scan``, ``graphscan``,
-``allowlists``, ``protowire``), resource bounds (``limits``), the loaders and custom objects
+``allowlists``, ``protos``), resource bounds (``limits``), the loaders and custom objects
 (``loading``, ``custom_objects``) and the structure of a loaded model (``live``).
 
 Must not import: ``gradinspect.engine``, ``gradinspect.commands``, ``gradinspect.render``,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -11,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from gradinspect.artifacts import limits, protowire
+from gradinspect.artifacts import limits, protos
 from gradinspect.artifacts.snapshot import Snapshot, snapshot
 from gradinspect.errors import ModelFileError
 
@@ -39,7 +41,9 @@ class Artifact:
     ``path`` is the path the user gave (for messages); ``local`` is the private copy that every
     reader and loader opens (see :mod:`gradinspect.artifacts.snapshot`). ``config`` is the model's Keras
     configuration (``None`` for a SavedModel without Keras metadata). For a SavedModel with Keras
-    metadata, ``metadata_nodes`` holds every node's metadata JSON, decoded.
+    metadata, ``metadata_nodes`` holds every node's metadata JSON, decoded. For a SavedModel,
+    ``saved_model`` is ``saved_model.pb`` decoded once (a ``tensorflow.SavedModel`` message, see
+    :mod:`gradinspect.artifacts.protos`): every reader of the graph reads this message.
     """
 
     path: Path
@@ -51,6 +55,7 @@ class Artifact:
     local: Path | None = None
     snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
     note: str | None = None
+    saved_model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def source(self) -> Path:
@@ -172,16 +177,17 @@ def _read_savedmodel(p: Path, local: Path) -> Artifact:
         raise ModelFileError(
             f"{p}: a directory, but not a TensorFlow SavedModel (no saved_model.pb inside){hint}; {_EXPECTED}"
         )
+    saved_model = _decode_saved_model(p, local / "saved_model.pb")
     meta_path = local / "keras_metadata.pb"
     if not meta_path.is_file():
-        return Artifact(p, ModelFormat.SAVEDMODEL, None)
-    raw = meta_path.read_bytes()
-    if len(raw) > limits.MAX_JSON_MEMBER:
-        raise ModelFileError(f"{p}: keras_metadata.pb is {len(raw):,} bytes, more than any Keras model needs")
+        return Artifact(p, ModelFormat.SAVEDMODEL, None, saved_model=saved_model)
+    raw = limits.read_regular(meta_path, limits.MAX_JSON_MEMBER, f"{p}: keras_metadata.pb")
     try:
-        nodes = tuple(_keras_metadata_nodes(raw, p))
-    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        metadata = protos.decode_keras_metadata(raw)
+    except ValueError as exc:
         raise ModelFileError(f"{p}: keras_metadata.pb is corrupt ({exc}); re-save the model") from exc
+    _canonical(meta_path, metadata)
+    nodes = tuple(_keras_metadata_nodes(metadata, p))
     root = next((n for n in nodes if n.get("_node_path") == "root"), None)
     if root is None:
         raise ModelFileError(f"{p}: keras_metadata.pb describes no model (no root node); re-save the model")
@@ -190,8 +196,35 @@ def _read_savedmodel(p: Path, local: Path) -> Artifact:
         config = {"class_name": root.get("class_name"), "config": root["config"]}
     training = root.get("training_config")
     return Artifact(
-        p, ModelFormat.SAVEDMODEL_KERAS, config, None, nodes, training if isinstance(training, dict) else None
+        p,
+        ModelFormat.SAVEDMODEL_KERAS,
+        config,
+        None,
+        nodes,
+        training if isinstance(training, dict) else None,
+        saved_model=saved_model,
     )
+
+
+def _decode_saved_model(p: Path, pb: Path) -> Any:
+    """``saved_model.pb`` decoded once, with the protobuf runtime TensorFlow reads it with; the private
+    copy is rewritten from the decoded message, so the loader reads exactly what was scanned."""
+    data = limits.read_regular(pb, limits.max_memory(), f"{p}: saved_model.pb")
+    try:
+        saved_model = protos.decode_saved_model(data)
+    except ValueError as exc:
+        raise ModelFileError(f"{p}: saved_model.pb cannot be read: {exc}; re-export the model") from exc
+    _canonical(pb, saved_model)
+    return saved_model
+
+
+def _canonical(path: Path, msg: Any) -> None:
+    """Replace the private copy ``path`` with ``msg`` serialized (the copy is read-only: 0400)."""
+    tmp = path.with_name(path.name + ".canonical")
+    with open(tmp, "xb") as out:
+        out.write(protos.encode(msg))
+    os.chmod(tmp, stat.S_IRUSR)
+    os.replace(tmp, path)
 
 
 def _json(raw: bytes | str, p: Path, what: str) -> Any:
@@ -203,15 +236,10 @@ def _json(raw: bytes | str, p: Path, what: str) -> Any:
         raise ModelFileError(f"{p}: {what} is not valid JSON ({exc}); the file is corrupt") from exc
 
 
-# --- keras_metadata.pb -----------------------------------------------------------------------
-# A `SavedMetadata` message: `repeated SavedObject nodes = 1`, where SavedObject has
-# `node_path = 3` and `metadata = 5` (a JSON string).
-
-
-def _keras_metadata_nodes(buf: bytes, p: Path) -> Iterator[dict[str, Any]]:
-    for node in protowire.messages(buf, 1):
-        raw = protowire.first(node, 5)
-        meta = _json(raw, p, "keras_metadata.pb") if raw else {}
+def _keras_metadata_nodes(metadata: Any, p: Path) -> Iterator[dict[str, Any]]:
+    """Each node's metadata JSON of a decoded ``SavedMetadata``, with its ``_node_path``."""
+    for node in metadata.nodes:
+        meta = _json(node.metadata, p, "keras_metadata.pb") if node.metadata else {}
         if isinstance(meta, dict):
-            meta["_node_path"] = protowire.text(node, 3)
+            meta["_node_path"] = node.node_path
             yield meta

@@ -1,24 +1,26 @@
 """A SavedModel signature's function, flattened: every nested function call inlined into one body.
 
-Read from ``saved_model.pb`` with :mod:`gradinspect.artifacts.protowire`, without TensorFlow.
-A signature's output names a call node in the main graph; its function (Keras 3 exports wrap
+Read from the decoded ``SavedModel`` message (:mod:`gradinspect.artifacts.protos`), without
+TensorFlow. A signature's output names a call node in the main graph; its function (Keras 3 exports wrap
 the model's ``__call__`` in a signature wrapper) calls others through ``StatefulPartitionedCall``
 / ``PartitionedCall`` nodes or by naming a library function as the op. Inlining renames each
 callee node after its call node (unique) and keeps, for grouping, the name it would have had
 in the caller (``enc/StatefulPartitionedCall`` + ``MatMul`` -> ``enc/MatMul``). Input refs keep
 the FunctionDef form ``node:output_arg:index``; a function argument is referred to by name.
 Control-flow ops (``While``, ``If``, …) stay as they are, with their bodies in the library.
+The scan (:mod:`gradinspect.artifacts.graphscan`) has bounded the inlined size and call depth.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from gradinspect.artifacts import protowire
+from gradinspect.artifacts import limits, protos
 
 CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 CONTROL_FLOW = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase"})
-_MAX_DEPTH = 32
+_MAX_DEPTH = limits.MAX_CALL_DEPTH
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,12 @@ class Arg:
 @dataclass
 class Node:
     """A node: ``name`` (unique in its function), ``group`` (the name used for scopes), op, inputs,
-    raw attributes by name, and the function attributes it calls."""
+    attributes by name (``AttrValue`` messages), and the function attributes it calls."""
 
     name: str
     op: str
     inputs: list[str]
-    attrs: dict[str, bytes]
+    attrs: dict[str, Any]
     group: str = ""
     calls: tuple[str, ...] = ()
 
@@ -49,7 +51,7 @@ class Function:
     outputs: list[Arg]
     ret: dict[str, str]
     nodes: list[Node]
-    raw: bytes = b""
+    proto: Any = None  # the FunctionDef message
 
 
 @dataclass
@@ -62,65 +64,56 @@ class SavedGraph:
     variable_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # VarHandleOp node -> shape
 
 
-def read_saved_graph(pb: bytes) -> SavedGraph:
-    """Parse the first meta graph (raises ValueError/IndexError on a malformed file)."""
-    meta = protowire.first(pb, 2)
-    graph = protowire.first(meta, 2)
-    library = {f.name: f for f in (_function(raw) for raw in protowire.messages(protowire.first(graph, 2), 1))}
-    main = {n.name: n for n in (_node(raw) for raw in protowire.messages(graph, 1))}
+def read_saved_graph(saved_model: Any) -> SavedGraph:
+    """The parts of the decoded ``saved_model``'s one meta graph that the flattening needs."""
+    meta = saved_model.meta_graphs[0]
+    graph = meta.graph_def
+    library = {f.name: f for f in (_function(fdef) for fdef in graph.library.function)}
+    main = {n.name: n for n in (_node(ndef) for ndef in graph.node)}
     signatures = {}
-    for key, sig in protowire.map_entries(meta, 5):
-        ins = {name: protowire.text(info, 1) for name, info in protowire.map_entries(sig, 1)}
-        outs = {name: protowire.text(info, 1) for name, info in protowire.map_entries(sig, 2)}
+    for key, sig in meta.signature_def.items():
+        ins = {name: info.name for name, info in sig.inputs.items()}
+        outs = {name: info.name for name, info in sig.outputs.items()}
         signatures[key] = (ins, outs)
-    shapes = {n.name: attr_shape(n.attrs.get("shape", b"")) or () for n in main.values() if n.op == "VarHandleOp"}
+    shapes = {n.name: attr_shape(n.attrs.get("shape")) or () for n in main.values() if n.op == "VarHandleOp"}
     return SavedGraph(library, main, signatures, {k: tuple(d or 0 for d in v) for k, v in shapes.items()})
 
 
-def _node(raw: bytes) -> Node:
-    attrs = dict(protowire.map_entries(raw, 5))
-    calls = tuple(protowire.text(protowire.first(a, 10), 1) for a in attrs.values() if protowire.first(a, 10))
-    inputs = [m.decode("utf-8", "replace") for m in protowire.messages(raw, 3)]
-    return Node(protowire.text(raw, 1), protowire.text(raw, 2), inputs, attrs, calls=calls)
+def _node(ndef: Any) -> Node:
+    attrs = dict(ndef.attr.items())
+    calls = tuple(a.func.name for a in attrs.values() if a.HasField("func"))
+    return Node(ndef.name, ndef.op, list(ndef.input), attrs, calls=calls)
 
 
-def _function(raw: bytes) -> Function:
-    sig = protowire.first(raw, 1)
-    args = [Arg(protowire.text(a, 1), (protowire.varints(a, 3) or [0])[-1]) for a in protowire.messages(sig, 2)]
-    outs = [Arg(protowire.text(a, 1), (protowire.varints(a, 3) or [0])[-1]) for a in protowire.messages(sig, 3)]
-    ret = {k: v.decode("utf-8", "replace") for k, v in _string_map(raw, 4)}
-    nodes = [_node(n) for n in protowire.messages(raw, 3)]
-    return Function(protowire.text(sig, 1), args, outs, ret, nodes, raw)
+def _function(fdef: Any) -> Function:
+    sig = fdef.signature
+    args = [Arg(a.name, a.type) for a in sig.input_arg]
+    outs = [Arg(a.name, a.type) for a in sig.output_arg]
+    nodes = [_node(n) for n in fdef.node_def]
+    return Function(sig.name, args, outs, dict(fdef.ret.items()), nodes, fdef)
 
 
-def _string_map(buf: bytes, number: int) -> list[tuple[str, bytes]]:
-    return [(protowire.text(e, 1), protowire.first(e, 2)) for e in protowire.messages(buf, number)]
-
-
-def attr_shape(attr: bytes) -> tuple[int | None, ...] | None:
-    """A ``shape`` AttrValue (field 7) as a tuple (None: unknown dimension or rank)."""
-    proto = protowire.first(attr, 7)
-    if not attr or (protowire.varints(proto, 3) or [0])[-1]:
+def _dims(shape: Any) -> tuple[int | None, ...] | None:
+    """A TensorShapeProto as a tuple (None: unknown rank; a None entry: unknown dimension)."""
+    if shape.unknown_rank:
         return None
-    dims = [(protowire.varints(d, 1) or [0])[-1] for d in protowire.messages(proto, 2)]
-    return tuple(None if d >= 2**63 else d for d in dims)
+    return tuple(None if d.size < 0 else d.size for d in shape.dim)
 
 
-def attr_output_shapes(attr: bytes) -> list[tuple[int | None, ...] | None]:
-    """The ``_output_shapes`` list AttrValue (list = 1, shapes = 7)."""
-    out = []
-    for proto in protowire.messages(protowire.first(attr, 1), 7):
-        if (protowire.varints(proto, 3) or [0])[-1]:
-            out.append(None)
-            continue
-        dims = [(protowire.varints(d, 1) or [0])[-1] for d in protowire.messages(proto, 2)]
-        out.append(tuple(None if d >= 2**63 else d for d in dims))
-    return out
+def attr_shape(attr: Any) -> tuple[int | None, ...] | None:
+    """A ``shape`` AttrValue as a tuple (None: absent, or unknown rank)."""
+    if attr is None or not attr.HasField("shape"):
+        return None
+    return _dims(attr.shape)
 
 
-def attr_type(attr: bytes) -> int | None:
-    values = protowire.varints(attr, 6)
-    return values[-1] if values else None
+def attr_output_shapes(attr: Any) -> list[tuple[int | None, ...] | None]:
+    """The ``_output_shapes`` list AttrValue."""
+    return [] if attr is None else [_dims(shape) for shape in attr.list.shape]
+
+
+def attr_type(attr: Any) -> int | None:
+    return attr.type if attr is not None and attr.HasField("type") else None
 
 
 @dataclass
@@ -237,18 +230,21 @@ def _bodies(nodes: list[Node], library: dict[str, Function]) -> set[str]:
     return seen
 
 
-def encode_node(node: Node, inputs: list[str]) -> bytes:
-    """NodeDef bytes: name, op, ``inputs``, and the node's attributes as they were."""
-    attrs = [(5, protowire.encode([(1, k), (2, v)])) for k, v in node.attrs.items()]
-    return protowire.encode([(1, node.name), (2, node.op), *[(3, r) for r in inputs], *attrs])
+def encode_node(node: Node, inputs: list[str]) -> Any:
+    """A NodeDef message: name, op, ``inputs``, and the node's attributes as they were."""
+    ndef = protos.new("NodeDef", name=node.name, op=node.op, input=inputs)
+    for key, value in node.attrs.items():
+        ndef.attr[key].CopyFrom(value)
+    return ndef
 
 
-def encode_function(name: str, args: list[tuple[str, int]], outs: list[tuple[str, int]], nodes, ret) -> bytes:
-    """FunctionDef bytes from a name, (arg, DataType) inputs and outputs, NodeDef bytes and the ret map."""
-    signature = protowire.encode(
-        [(1, name)]
-        + [(2, protowire.encode([(1, n), (3, t)])) for n, t in args]
-        + [(3, protowire.encode([(1, n), (3, t)])) for n, t in outs]
+def encode_function(name: str, args: list[tuple[str, int]], outs: list[tuple[str, int]], nodes, ret) -> Any:
+    """A FunctionDef message from a name, (arg, DataType) inputs and outputs, NodeDef messages and the ret map."""
+    arg_def = protos.message_class("tensorflow.OpDef.ArgDef")
+    signature = protos.new(
+        "OpDef",
+        name=name,
+        input_arg=[arg_def(name=n, type=t) for n, t in args],
+        output_arg=[arg_def(name=n, type=t) for n, t in outs],
     )
-    entries = [(4, protowire.encode([(1, k), (2, v)])) for k, v in ret.items()]
-    return protowire.encode([(1, signature), *[(3, n) for n in nodes], *entries])
+    return protos.new("FunctionDef", signature=signature, node_def=nodes, ret=ret)

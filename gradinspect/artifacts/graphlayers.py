@@ -16,6 +16,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gradinspect.artifacts.formats import Artifact
 from gradinspect.artifacts.graphdefs import (
@@ -87,11 +88,11 @@ class RecoveredGraph:
         raise LayerNameError(f"no layer {name!r} recovered from the graph of signature {self.key!r}; {hint}")
 
 
-def recover_graph(pb: bytes, key: str | None) -> RecoveredGraph:
-    """The layers of signature ``key`` (None: ``serving_default``, else the first) of ``saved_model.pb``.
+def recover_graph(saved_model: Any, key: str | None) -> RecoveredGraph:
+    """The layers of signature ``key`` (None: ``serving_default``, else the first) of the decoded SavedModel.
 
     Raises KeyError for an unknown signature, ValueError/IndexError for a graph that cannot be read."""
-    saved = read_saved_graph(pb)
+    saved = read_saved_graph(saved_model)
     keys = sorted(k for k in saved.signatures if not k.startswith("__"))
     if key is None:
         key = "serving_default" if "serving_default" in keys else (keys[0] if keys else "serving_default")
@@ -206,7 +207,7 @@ def _layer(scope, ops, output, variables, reason=None, lookup=None) -> GraphLaye
     ref, producer = output if output else (None, None)
     shape = dtype = None
     if producer is not None:
-        shapes = attr_output_shapes(producer.attrs.get("_output_shapes", b""))
+        shapes = attr_output_shapes(producer.attrs.get("_output_shapes"))
         shape = shapes[0] if len(shapes) == 1 else None  # which of several outputs: only TensorFlow's op registry knows
         dtype = _dtype(producer, lookup or {})
     return GraphLayer(scope, scope, ops, ref, shape, dtype, variables, reason)
@@ -299,15 +300,14 @@ def _shared_calls(layers: list[GraphLayer], wanted: list[str]) -> tuple[list[Gra
 def graph_layers_report(artifact: Artifact, key: str | None) -> LayersReport | None:
     """``layers`` for a SavedModel without Keras metadata: the layers recovered from signature ``key``'s
     graph, with the signatures; None when the graph yields none (the caller lists name scopes)."""
-    pb = (artifact.source / "saved_model.pb").read_bytes()
     try:
-        graph = recover_graph(pb, key)
-        known = object_graph_variables(pb)
+        graph = recover_graph(artifact.saved_model, key)
+        known = object_graph_variables(artifact.saved_model)
     except KeyError as exc:
         if key is not None:
             raise LayerNameError(f"{artifact.path}: no signature {key!r} (see the Signatures table)") from exc
         return None
-    except (ValueError, IndexError, UnicodeDecodeError):
+    except (ValueError, IndexError):
         return None
     if not graph.layers:
         return None

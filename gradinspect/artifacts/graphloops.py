@@ -5,17 +5,18 @@ resource loop variable that the body only reads (``ReadVariableOp``) and hands b
 Such a loop variable can become the variable's value: the ``While`` node's types and shapes
 change at its position, and copies of the body and condition (under new names) take and return
 a value, their reads becoming ``Identity`` ops. A loop variable used any other way stays a
-resource (and its variable gets no gradient). Pure bytes, no TensorFlow.
+resource (and its variable gets no gradient). Messages of :mod:`gradinspect.artifacts.protos`, no TensorFlow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from gradinspect.artifacts import protowire
+from gradinspect.artifacts import protos
 from gradinspect.artifacts.graphdefs import Function, Node, encode_function, encode_node
 
-RESOURCE = 20
+RESOURCE = protos.DT_RESOURCE
 LOOPS = frozenset({"While", "StatelessWhile"})
 
 
@@ -32,7 +33,7 @@ def convertible(node: Node, arg: str, library: dict[str, Function]) -> bool:
     if node.op not in LOOPS or node.attrs.get("body") is None:
         return False
     position = [i for i, ref in enumerate(node.inputs) if ref == arg]
-    names = [_func(node.attrs.get(k, b"")) for k in ("body", "cond")]
+    names = [_func(node.attrs.get(k)) for k in ("body", "cond")]
     if len(position) != 1 or not all(n in library for n in names):
         return False
     return all(_only_read(library[n], position[0]) for n in names)
@@ -40,7 +41,7 @@ def convertible(node: Node, arg: str, library: dict[str, Function]) -> bool:
 
 def rewrite_loop(node: Node, values: dict[str, Value], library: dict[str, Function], suffix: str):
     """The While ``node`` with the resource inputs in ``values`` as values, and its new body and
-    condition as ``{name: FunctionDef bytes}``."""
+    condition as ``{name: FunctionDef message}``."""
     positions = {i: values[ref] for i, ref in enumerate(node.inputs) if ref in values}
     attrs = {k: v for k, v in node.attrs.items() if k not in ("_read_only_resource_inputs", "_output_shapes")}
     attrs["T"] = _types(node.attrs["T"], positions)
@@ -51,19 +52,19 @@ def rewrite_loop(node: Node, values: dict[str, Value], library: dict[str, Functi
         name = _func(node.attrs[key])
         new = f"{name}{suffix}"
         functions[new] = _function(library[name], new, positions, returns=key == "body")
-        attrs[key] = protowire.encode([(10, protowire.encode([(1, new)]))])
+        attrs[key] = protos.new("AttrValue", func=protos.new("NameAttrList", name=new))
     return Node(node.name, node.op, node.inputs, attrs, node.group, node.calls), functions
 
 
 def read_as_identity(node: Node, dtype: int) -> Node:
     """A ``ReadVariableOp`` of a variable now passed as its value: an ``Identity`` of that value."""
     attrs = {k: v for k, v in node.attrs.items() if k not in ("dtype", "_has_manual_control_dependencies")}
-    attrs["T"] = protowire.encode([(6, dtype)])
+    attrs["T"] = protos.new("AttrValue", type=dtype)
     return Node(node.name, "Identity", node.inputs, attrs, node.group, node.calls)
 
 
-def _func(attr: bytes) -> str:
-    return protowire.text(protowire.first(attr, 10), 1) if attr else ""
+def _func(attr: Any) -> str:
+    return attr.func.name if attr is not None and attr.HasField("func") else ""
 
 
 def _only_read(fn: Function, position: int) -> bool:
@@ -73,23 +74,22 @@ def _only_read(fn: Function, position: int) -> bool:
     return all(n.op == "ReadVariableOp" for n in fn.nodes if arg in n.inputs)
 
 
-def _types(attr: bytes, positions: dict[int, Value]) -> bytes:
-    listed = protowire.first(attr, 1)
-    types = protowire.varints(listed, 6)
-    types = [positions[i].dtype if i in positions else t for i, t in enumerate(types)]
-    packed = b"".join(protowire.varint(t) for t in types)
-    return protowire.encode([(1, protowire.encode([(6, packed)]))])
+def _types(attr: Any, positions: dict[int, Value]) -> Any:
+    types = [positions[i].dtype if i in positions else t for i, t in enumerate(attr.list.type)]
+    return protos.new("AttrValue", list=protos.new("AttrValue.ListValue", type=types))
 
 
-def _shapes(attr: bytes, positions: dict[int, Value]) -> bytes:
-    shapes = list(protowire.messages(protowire.first(attr, 1), 7))
+def _shapes(attr: Any, positions: dict[int, Value]) -> Any:
+    out = protos.new("AttrValue")
+    out.list.shape.extend(attr.list.shape)
     for i, value in positions.items():
-        if i < len(shapes):
-            shapes[i] = protowire.encode([(2, protowire.encode([(1, d)])) for d in value.shape])
-    return protowire.encode([(1, protowire.encode([(7, s) for s in shapes]))])
+        if i < len(out.list.shape):
+            out.list.shape[i].Clear()
+            out.list.shape[i].dim.extend(protos.new("TensorShapeProto.Dim", size=d) for d in value.shape)
+    return out
 
 
-def _function(fn: Function, name: str, positions: dict[int, Value], returns: bool) -> bytes:
+def _function(fn: Function, name: str, positions: dict[int, Value], returns: bool) -> Any:
     """A copy of ``fn`` named ``name`` whose args (and, for a body, outputs) at ``positions`` are values."""
     args = [(a.name, positions[i].dtype if i in positions else a.dtype) for i, a in enumerate(fn.args)]
     outs = [(o.name, positions[i].dtype if returns and i in positions else o.dtype) for i, o in enumerate(fn.outputs)]

@@ -10,12 +10,14 @@ Two changes, nothing else (every other node keeps its op and attributes byte for
   a node ``t + p`` that every former consumer of ``t`` now reads. d loss / d p is d loss / d t;
   ``t + p`` is returned too, as the layer's output value.
 
-Pure bytes (see :mod:`gradinspect.artifacts.protowire`); TensorFlow parses the result.
+Built as messages of :mod:`gradinspect.artifacts.protos` (no TensorFlow); TensorFlow parses the
+serialized result, and the untouched library functions it needs are re-serialized from the
+message that was scanned.
 """
 
 from __future__ import annotations
 
-from gradinspect.artifacts import protowire
+from gradinspect.artifacts import protos
 from gradinspect.artifacts.graphdefs import FlatFunction, Function, Node, encode_function, encode_node
 from gradinspect.artifacts.graphloops import LOOPS, RESOURCE, Value, convertible, read_as_identity, rewrite_loop
 
@@ -27,7 +29,8 @@ def probed_function(
 ) -> tuple[bytes, dict[str, bytes]]:
     """FunctionDef bytes: args = data args, then the resource args in order (those in ``values`` as
     values, the others still resources), then one probe per ``probes`` (ref, DataType); outputs =
-    the function's, then each probed tensor. Also the loop bodies rewritten for ``values``, by name."""
+    the function's, then each probed tensor. Also the loop bodies rewritten for ``values`` and the
+    library functions the flat nodes still call, as FunctionDef bytes by name."""
     reads = _variable_reads(flat, values)
     renamed = {ref: f"gradinspect_probe_{i}:z:0" for i, (ref, _) in enumerate(probes)}
     renamed.update({f"{n}:value:0": f"{n}:output:0" for n in reads})
@@ -41,7 +44,7 @@ def probed_function(
         encoded.append(encode_node(node, [renamed.get(r, r) for r in node.inputs]))
     for i, (ref, dtype) in enumerate(probes):
         # A layer's output is never a variable read (those are plumbing), so ``ref`` is unchanged.
-        add = Node(f"gradinspect_probe_{i}", "AddV2", [ref, f"probe_{i}"], {"T": protowire.encode([(6, dtype)])})
+        add = Node(f"gradinspect_probe_{i}", "AddV2", [ref, f"probe_{i}"], {"T": protos.new("AttrValue", type=dtype)})
         encoded.append(encode_node(add, add.inputs))
     args = [(a.name, a.dtype) for a in flat.args if a.dtype != RESOURCE]
     args += [(a.name, values[a.name].dtype if a.name in values else RESOURCE) for a in flat.args if a.dtype == RESOURCE]
@@ -49,7 +52,9 @@ def probed_function(
     outputs = [(o.name, o.dtype) for o in flat.outputs] + [(f"probed_{i}", d) for i, (_, d) in enumerate(probes)]
     ret = {k: renamed.get(v, v) for k, v in flat.ret.items()}
     ret.update({f"probed_{i}": f"gradinspect_probe_{i}:z:0" for i in range(len(probes))})
-    return encode_function(PROBED_NAME, args, outputs, encoded, ret), functions
+    bodies = {name: library[name].proto for name in flat.untouched} | functions
+    fdef = encode_function(PROBED_NAME, args, outputs, encoded, ret)
+    return protos.encode(fdef), {name: protos.encode(f) for name, f in bodies.items()}
 
 
 def kept_resources(flat: FlatFunction, library: dict[str, Function]) -> dict[str, str]:

@@ -26,6 +26,11 @@ MAX_JSON_MEMBER = 64 * 1024**2  # config.json, model_config, keras_metadata.pb
 MAX_SMALL_MEMBER = 1024**2  # metadata.json
 MAX_MEMBERS = 10_000  # zip members or SavedModel files
 MAX_TEXT_FILE = 64 * 1024**2  # --baseline, --custom-objects
+# A SavedModel graph: library functions, nodes stored, and nodes once every call is inlined (a
+# chain of functions each calling the next twice is small on disk and exponential inlined).
+MAX_FUNCTIONS = 20_000
+MAX_GRAPH_NODES = 2_000_000
+MAX_CALL_DEPTH = 32
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -88,6 +93,15 @@ def ensure_within(need: int, limit: int, what: str) -> None:
         )
 
 
+def ensure_graph_size(functions: int, nodes: int, what: object) -> None:
+    """Refuse a SavedModel graph with more library functions or nodes than any real model has."""
+    if functions > MAX_FUNCTIONS or nodes > MAX_GRAPH_NODES:
+        raise ResourceLimitError(
+            f"{what}: the graph holds {functions:,} functions and {nodes:,} nodes, more than the "
+            f"{MAX_FUNCTIONS:,} functions and {MAX_GRAPH_NODES:,} nodes gradinspect reads; re-export the model"
+        )
+
+
 def open_regular(path: str | Path, what: str) -> int:
     """Open ``path`` for reading as a file descriptor, refusing anything but a regular file.
 
@@ -135,6 +149,33 @@ def h5_dataset_bytes(group: Any) -> int:
 
     group.visititems(add)
     return total
+
+
+def h5_foreign_storage(group: Any) -> str | None:
+    """What, below an open h5py group, would make h5py open another file (None: nothing): an
+    external link, a dataset kept in external raw files, or a virtual dataset (its sources are
+    other files). Found from the links and dataset headers; nothing is followed or read."""
+    import h5py
+
+    found: list[str] = []
+
+    def link(name: str, obj: Any) -> bool | None:
+        if isinstance(obj, h5py.ExternalLink):
+            found.append(f"{name!r} is an external link to the file {obj.filename[:200]!r}")
+            return True  # stops the walk
+        return None
+
+    def dataset(name: str, obj: Any) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+            kind = "a virtual dataset (made of other files)" if obj.is_virtual else "stored in external raw files"
+            found.append(f"dataset {name!r} is {kind}")
+            return True
+        return None
+
+    group.visititems_links(link)
+    if not found:
+        group.visititems(dataset)
+    return found[0] if found else None
 
 
 def _size(shape: Any) -> int:

@@ -21,7 +21,7 @@ from gradinspect.artifacts.custom_objects import load_custom_objects, registered
 from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat, read_artifact
 from gradinspect.artifacts.graphscan import scan_savedmodel
 from gradinspect.artifacts.scan import ensure_safe
-from gradinspect.errors import ModelFileError, ModelLoadError
+from gradinspect.errors import ModelFileError, ModelLoadError, UnsafeModelError
 from gradinspect.formatting import first_line
 
 
@@ -69,7 +69,7 @@ def open_artifact(
     ensure_safe(artifact, registered_names(objects), unsafe)
     variable_bytes = 0
     if artifact.format in (ModelFormat.SAVEDMODEL, ModelFormat.SAVEDMODEL_KERAS):
-        variable_bytes = scan_savedmodel(artifact.source, artifact.path, unsafe).variable_bytes
+        variable_bytes = scan_savedmodel(artifact.saved_model, artifact.path, unsafe).variable_bytes
     _ensure_affordable(artifact, variable_bytes, limit)
     return artifact, objects
 
@@ -99,13 +99,24 @@ def _stored_weight_bytes(artifact: Artifact) -> int:
                 if "model.weights.h5" not in zf.namelist():
                     return 0
                 with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
-                    return limits.h5_dataset_bytes(h5)
+                    return _weight_bytes(artifact, h5)
         with h5py.File(artifact.source, "r") as h5:
-            return limits.h5_dataset_bytes(h5)
+            return _weight_bytes(artifact, h5)
     except (*HDF5_ERRORS, zipfile.BadZipFile) as exc:
         raise ModelFileError(
             f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
         ) from exc
+
+
+def _weight_bytes(artifact: Artifact, h5: Any) -> int:
+    """Declared bytes of an open weights file's datasets, once it is known to open no other file."""
+    foreign = limits.h5_foreign_storage(h5)
+    if foreign is not None:
+        raise UnsafeModelError(
+            f"{artifact.path}: refused to load: in the weights, {foreign}; gradinspect opens no file a model "
+            "names (re-save the model so its weights are stored inside it)"
+        )
+    return limits.h5_dataset_bytes(h5)
 
 
 def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:

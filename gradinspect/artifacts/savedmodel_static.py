@@ -2,7 +2,7 @@
 
 Loading a SavedModel runs its resource creators and initializers; listing it needs neither.
 Signatures come from the meta graph's ``signature_def`` map and variables (name, shape, dtype,
-trainable) from the object graph, both read with :mod:`gradinspect.artifacts.protowire`.
+trainable) from the object graph, both read from the decoded message (:mod:`gradinspect.artifacts.protos`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gradinspect.artifacts import protowire
 from gradinspect.artifacts.formats import Artifact
-from gradinspect.errors import ModelFileError
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo, Signature, VariableInfo
 
 # tensorflow/core/framework/types.proto
@@ -26,12 +24,9 @@ _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 def static_savedmodel_layers(artifact: Artifact) -> LayersReport:
     """Signatures and variables (grouped by name scope) of a metadata-free SavedModel, statically."""
-    try:
-        meta = protowire.first((artifact.source / "saved_model.pb").read_bytes(), 2)
-        signatures = sorted(_signatures(meta), key=lambda s: s.key)
-        variables = _variables(protowire.first(meta, 7))
-    except (ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{artifact.path}: saved_model.pb is corrupt ({exc}); re-export the model") from exc
+    meta = artifact.saved_model.meta_graphs[0]
+    signatures = sorted(_signatures(meta), key=lambda s: s.key)
+    variables = _variables(meta.object_graph_def)
     return savedmodel_report(artifact, "static (no TensorFlow)", signatures, variables)
 
 
@@ -70,50 +65,41 @@ def split_scope(name: str) -> tuple[str, str]:
     return scope or "(root)", leaf
 
 
-def _signatures(meta: bytes) -> list[Signature]:
+def _signatures(meta: Any) -> list[Signature]:
     out = []
-    for key, sig in protowire.map_entries(meta, 5):
+    for key, sig in meta.signature_def.items():
         if key == _INIT_OP_SIGNATURE:
             continue
-        ins = tuple(sorted((_spec(n, t) for n, t in protowire.map_entries(sig, 1)), key=lambda s: s.name))
-        outs = tuple(sorted((_spec(n, t) for n, t in protowire.map_entries(sig, 2)), key=lambda s: s.name))
+        ins = tuple(sorted((_spec(n, t) for n, t in sig.inputs.items()), key=lambda s: s.name))
+        outs = tuple(sorted((_spec(n, t) for n, t in sig.outputs.items()), key=lambda s: s.name))
         out.append(Signature(key, ins, outs))
     return out
 
 
-def _spec(name: str, info: bytes) -> InputSpec:
-    dtype = (protowire.varints(info, 2) or [0])[-1]
-    return InputSpec(name, _shape(protowire.first(info, 3)), DTYPES.get(dtype))
+def _spec(name: str, info: Any) -> InputSpec:
+    return InputSpec(name, _shape(info.tensor_shape), DTYPES.get(info.dtype))
 
 
-def _shape(proto: bytes) -> tuple[Any, ...] | None:
-    if (protowire.varints(proto, 3) or [0])[-1]:
-        return None  # unknown rank
-    dims = []
-    for dim in protowire.messages(proto, 2):
-        size = (protowire.varints(dim, 1) or [0])[-1]
-        dims.append(None if size >= 2**63 else size)  # -1 (unknown) is a 64-bit two's complement varint
-    return tuple(dims)
+def _shape(proto: Any) -> tuple[Any, ...] | None:
+    if proto.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else d.size for d in proto.dim)
 
 
-def _variables(objects: bytes) -> list[tuple[str, VariableInfo]]:
+def _variables(objects: Any) -> list[tuple[str, VariableInfo]]:
     seen: dict[tuple[str, tuple], tuple[str, VariableInfo]] = {}
-    for obj in protowire.messages(objects, 1):
-        var = protowire.first(obj, 7)
-        if not var:
+    for obj in objects.nodes:
+        if not obj.HasField("variable"):
             continue
-        shape = tuple(d or 0 for d in (_shape(protowire.first(var, 2)) or ()))
-        name = protowire.text(var, 6)
-        scope, leaf = split_scope(name)
-        dtype = DTYPES.get((protowire.varints(var, 1) or [1])[-1])
-        trainable = bool((protowire.varints(var, 3) or [0])[-1])
+        var = obj.variable
+        shape = tuple(d or 0 for d in (_shape(var.shape) or ()))
+        scope, leaf = split_scope(var.name)
         # Keras 3 exports list one variable under two attributes: keep it once (same name and shape).
-        seen.setdefault((name, shape), (scope, VariableInfo(leaf, shape, dtype, trainable)))
+        seen.setdefault((var.name, shape), (scope, VariableInfo(leaf, shape, DTYPES.get(var.dtype), var.trainable)))
     return list(seen.values())
 
 
-def object_graph_variables(pb: bytes) -> dict[str, VariableInfo]:
+def object_graph_variables(saved_model: Any) -> dict[str, VariableInfo]:
     """The object graph's variables by full name (``enc/kernel``), read statically."""
-    meta = protowire.first(pb, 2)
-    found = _variables(protowire.first(meta, 7))
+    found = _variables(saved_model.meta_graphs[0].object_graph_def)
     return {f"{scope}/{v.name}" if scope != "(root)" else v.name: v for scope, v in found}

@@ -125,6 +125,14 @@ class _Scanner:
             # Compile-time objects (losses, metrics, optimizers) are never deserialized: models load
             # with compile=False. A name there is data; only serialized code is refused.
             return None
+        vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
+        if isinstance(vocabulary, str):
+            # StringLookup/IntegerLookup/TextVectorization open such a path while they are built:
+            # a FIFO hangs the process, /dev/zero fills memory. An inline list is data.
+            return (
+                f"reads its vocabulary from the file {vocabulary[:200]!r}; gradinspect opens no file a model "
+                "names (save the model with the vocabulary inline)"
+            )
         registered_name = node.get("registered_name")
         if class_name in self.registered or (isinstance(registered_name, str) and registered_name in self.registered):
             return None

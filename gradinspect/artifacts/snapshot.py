@@ -89,6 +89,7 @@ def _rewrite_keras(fh: Any, src: Path, dst: Path, max_bytes: int) -> None:
             infos = zin.infolist()
             if len(infos) > limits.MAX_MEMBERS:
                 raise ModelFileError(f"{src}: the archive has {len(infos):,} members; a .keras file has a handful")
+            _refuse_duplicate_members(infos, src)
             keep = [i for i in infos if i.filename in _KERAS_MEMBERS or i.filename.startswith("assets/")]
             for info in keep:
                 if info.filename == "metadata.json":
@@ -110,6 +111,19 @@ def _rewrite_keras(fh: Any, src: Path, dst: Path, max_bytes: int) -> None:
         # An unknown compression method or an encrypted member.
         raise ModelFileError(f"{src}: the .keras archive cannot be read ({exc}); re-save it with Keras") from exc
     os.chmod(dst, stat.S_IRUSR)
+
+
+def _refuse_duplicate_members(infos: list[zipfile.ZipInfo], src: Path) -> None:
+    """Two members of one name: zipfile (and so Keras) reads the last, other tools the first. No
+    archive Keras writes has them, so such a file is refused rather than guessed at."""
+    seen: set[str] = set()
+    for info in infos:
+        if info.filename in seen:
+            raise ModelFileError(
+                f"{src}: the archive holds two members named {info.filename!r}; a .keras file written by "
+                "Keras has one of each, re-save the model"
+            )
+        seen.add(info.filename)
 
 
 def _copy_tree(src: Path, dst: Path, max_bytes: int) -> None:

@@ -177,11 +177,11 @@ def _pair_reports(request: GradientRequest, result: PassResult, arrays: dict) ->
 
 
 def recovered_graph(loaded: Any, key: str) -> RecoveredGraph | None:
-    """The recovered layers of signature ``key``, read from the scanned copy of ``saved_model.pb``;
+    """The recovered layers of signature ``key``, read from the decoded ``saved_model.pb`` that was scanned;
     None when the graph cannot be flattened (the signature gradients are then reported as before)."""
     try:
-        return recover_graph((loaded.artifact.source / "saved_model.pb").read_bytes(), key)
-    except (KeyError, ValueError, IndexError, UnicodeDecodeError, OSError):
+        return recover_graph(loaded.artifact.saved_model, key)
+    except (KeyError, ValueError, IndexError):
         return None
 
 

@@ -81,9 +81,8 @@ def _wrap(flat: FlatFunction, saved: SavedGraph, rewritten: tuple, specs: list[A
     from tensorflow.core.framework import function_pb2, graph_pb2
     from tensorflow.python.framework.function_def_to_graph import function_def_to_graph_def
 
-    fdef_bytes, loop_bodies = rewritten
+    fdef_bytes, raw = rewritten
     fdef = function_pb2.FunctionDef.FromString(fdef_bytes)
-    raw = {name: saved.library[name].raw for name in flat.untouched} | loop_bodies
     bodies = [function_pb2.FunctionDef.FromString(raw[name]) for name in sorted(raw)]
     _rename_functions([fdef, *bodies], {name: f"{name}_gradinspect_{uuid.uuid4().hex[:12]}" for name in raw})
     try:

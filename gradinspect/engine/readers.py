@@ -151,6 +151,7 @@ def _from_h5(fh: Any, p: Path, dataset: str, names: list[str], spec: str, budget
     import h5py
 
     with h5py.File(fh, "r") as h5:
+        _refuse_foreign_storage(h5, spec)
         if dataset:
             if not isinstance(h5.get(dataset), h5py.Dataset):
                 raise InputDataError(f"{_label(spec)}: no dataset {dataset!r} in {p}")
@@ -178,6 +179,12 @@ def _from_h5(fh: Any, p: Path, dataset: str, names: list[str], spec: str, budget
     if dataset:
         return _keyed([arrays[dataset]], names, spec)
     return _from_mapping(arrays, names, spec)
+
+
+def _refuse_foreign_storage(h5: Any, spec: str) -> None:
+    foreign = limits.h5_foreign_storage(h5)
+    if foreign is not None:
+        raise InputDataError(f"{_label(spec)}: {foreign}; gradinspect reads only data stored in the input file itself")
 
 
 class NpyRows:
@@ -253,6 +260,7 @@ def _h5_columns(fh: Any, p: Path, dataset: str, wanted: int, spec: str) -> dict[
     import h5py
 
     with h5py.File(fh, "r") as h5:
+        _refuse_foreign_storage(h5, spec)
         found: dict[str, Any] = {}
 
         def collect(name: str, obj: Any) -> None:
