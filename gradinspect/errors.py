@@ -64,3 +64,32 @@ class BaselineError(GradinspectError):
 
 class ExpressionError(GradinspectError):
     """An expression that is not in the language, or whose shapes do not fit."""
+
+
+class ChildFailed(GradinspectError):
+    """The child process died, was killed, or ran past ``--timeout``."""
+
+
+class ChildError(GradinspectError):
+    """An expected failure inside the child, carried over with its exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ChildBug(Exception):
+    """An unexpected exception inside the child: a bug in gradinspect (exit 70), with its traceback."""
+
+    def __init__(self, kind: str, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.traceback_text = traceback_text
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the run (every ``finally`` cleans up), then exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

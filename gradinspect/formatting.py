@@ -78,3 +78,9 @@ def _is_dump(line: str) -> bool:
     return line.startswith(("{", "[", "config=", "Received:", "Arguments received", "*", "\u2022")) or (
         line.count("'") > 20 and ":" in line and "{" in line
     )
+
+
+def without_output_index(name: str) -> str:
+    """A TensorFlow tensor or variable name without its ``:N`` output index (``dense/kernel:0`` ->
+    ``dense/kernel``); a colon that is part of a layer's name (``a:b/kernel``) stays."""
+    return re.sub(r":\d+$", "", name)

@@ -65,6 +65,21 @@ def destination(path: str | Path, option: str, reads: Iterable[Path] = (), force
     return Destination(p, target, option)
 
 
+def ensure_distinct(destinations: Iterable[Destination | None]) -> None:
+    """Refuse two outputs of one run that resolve to the same file (one would silently replace the other)."""
+    seen: dict[Path, Destination] = {}
+    for dest in destinations:
+        if dest is None:
+            continue
+        other = seen.get(dest.target)
+        if other is not None:
+            raise OutputError(
+                f"{dest.option} {dest.path}: is also the file of {other.option} {other.path}; "
+                "give each output its own path"
+            )
+        seen[dest.target] = dest
+
+
 def _same(target: Path, read: Path) -> bool:
     real = Path(os.path.realpath(read))
     if real.is_dir():
@@ -174,13 +189,20 @@ class StagedH5:
         except OSError as exc:
             raise OutputError(f"{self.dest.option} {self.dest.path}: cannot write the file ({exc})") from exc
 
+    def close(self) -> None:
+        """Close the file (it stays staged): the writer's side, when another process renames it."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def finish(self) -> str:
         """Close the file and return its temporary path, ready to be renamed."""
         import h5py
 
-        if self._file is None:  # no output gradient at all: an empty, valid HDF5 file
+        if self._file is None and os.path.getsize(self.tmp) == 0:
+            # No output gradient at all (or none written yet by this process): an empty, valid HDF5 file.
             self._file = h5py.File(self.tmp, "w")
-        self._file.close()
+        self.close()
         os.chmod(self.tmp, _mode_for(self.dest))
         return self.tmp
 

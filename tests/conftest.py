@@ -12,6 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# In-process CLI runs (CliRunner) call the core directly instead of starting a TensorFlow child
+# per run; tests/security/test_process_attacks.py runs the executable with the child on.
+os.environ["GRADINSPECT_IN_PROCESS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"

@@ -209,6 +209,7 @@ def test_an_internal_bug_has_its_own_exit_status(monkeypatch, workdir):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(gradinspect.commands.layers, "list_layers", broken)
+    monkeypatch.setattr(gradinspect.commands.layers, "static_listing", broken)
     result = run_cli("layers", workdir / "m.keras")
     assert result.exit_code == 70
     assert result.stderr.startswith("Error: internal error (ZeroDivisionError: boom)") and "report" in result.stderr

@@ -123,8 +123,7 @@ def _read_keras_zip(p: Path, local: Path) -> Artifact:
         ) from exc
     except (OSError, EOFError, zipfile.LargeZipFile) as exc:
         raise ModelFileError(f"{p}: the .keras archive cannot be read ({exc}); re-save or re-download it") from exc
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ModelFileError(f"{p}: config.json does not describe a Keras model (no 'class_name')")
+    _ensure_model_config(config, p, "config.json")
     version = meta.get("keras_version") if isinstance(meta, dict) else None
     return Artifact(p, ModelFormat.KERAS, config, version if isinstance(version, str) else None)
 
@@ -149,8 +148,7 @@ def _read_h5(p: Path, local: Path) -> Artifact:
     if len(raw) > limits.MAX_JSON_MEMBER:
         raise ModelFileError(f"{p}: 'model_config' is {len(raw):,} bytes, more than any Keras config needs")
     config = _json(raw, p, "model_config")
-    if not isinstance(config, dict) or "class_name" not in config:
-        raise ModelFileError(f"{p}: 'model_config' does not describe a Keras model (no 'class_name')")
+    _ensure_model_config(config, p, "'model_config'")
     version = attrs.get("keras_version")
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
@@ -225,6 +223,14 @@ def _canonical(path: Path, msg: Any) -> None:
         out.write(protos.encode(msg))
     os.chmod(tmp, stat.S_IRUSR)
     os.replace(tmp, path)
+
+
+def _ensure_model_config(config: Any, p: Path, what: str) -> None:
+    """A model's config is a JSON object whose ``class_name`` is a string (and ``config``, if any, an object)."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ModelFileError(f"{p}: {what} does not describe a Keras model (no 'class_name')")
+    if not isinstance(config["class_name"], str) or not isinstance(config.get("config", {}), (dict, list)):
+        raise ModelFileError(f"{p}: {what} is malformed ('class_name' must be a string); the file is corrupt")
 
 
 def _json(raw: bytes | str, p: Path, what: str) -> Any:

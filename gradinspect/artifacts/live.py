@@ -8,6 +8,7 @@ from typing import Any
 
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.errors import LayerNameError
+from gradinspect.formatting import without_output_index
 from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
 
 
@@ -83,7 +84,7 @@ def live_layers(loaded: LoadedModel) -> LayersReport:
     inputs: list[InputSpec] = []
     for tensor in getattr(model, "inputs", None) or []:
         name = getattr(tensor, "name", "input")
-        inputs.append(InputSpec(str(name).split(":")[0], shape_of(tensor.shape), dtype_name(tensor.dtype)))
+        inputs.append(InputSpec(without_output_index(str(name)), shape_of(tensor.shape), dtype_name(tensor.dtype)))
     info = ModelInfo(
         str(loaded.artifact.path),
         loaded.artifact.format.value,
@@ -141,7 +142,7 @@ def variable_name(var: Any, layer: Any) -> str:
     """The variable's path inside its layer: ``kernel``, ``forward_lstm/lstm_cell/kernel``; the whole
     path when it does not name the layer."""
     path = getattr(var, "path", None) or var.name
-    path = path.split(":")[0]
+    path = without_output_index(path)
     parts = path.split("/")
     if layer.name in parts:
         rest = parts[len(parts) - 1 - parts[::-1].index(layer.name) + 1 :]
@@ -166,7 +167,7 @@ def model_inputs(model: Any) -> list[InputSpec]:
     except AttributeError:
         tensors = []
     for i, t in enumerate(tensors):
-        name = names[i] if names and i < len(names) else str(getattr(t, "name", f"input_{i}")).split(":")[0]
+        name = names[i] if names and i < len(names) else without_output_index(str(getattr(t, "name", f"input_{i}")))
         dtype = getattr(t.dtype, "name", None) or str(t.dtype)
         specs.append(InputSpec(name, tuple(None if d is None else int(d) for d in t.shape), dtype))
     if specs:

@@ -29,6 +29,14 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5", "model.weights.npz")
 # fingerprint.pb is only an identity check; a corrupt one makes TensorFlow print a traceback.
 _SKIPPED_SAVEDMODEL_FILES = frozenset({"fingerprint.pb"})
+# A SavedModel loads without its assets (only ops that read files would open them, and those are
+# not on the allow-list), so they are not copied: a 4 GiB asset costs nothing.
+_SKIPPED_SAVEDMODEL_DIRS = frozenset({"assets", "assets.extra"})
+# Keras 3 reads a .keras archive's assets/ only for these layers (their vocabularies).
+_ASSET_LAYERS = (b'"StringLookup"', b'"IntegerLookup"', b'"TextVectorization"', b'"IndexLookup"')
+# Weights compress little; a member that claims far more bytes than it stores is a zip bomb.
+_MAX_RATIO = 200
+_RATIO_FLOOR = 1024**2
 
 
 @dataclass(frozen=True)
@@ -90,12 +98,11 @@ def _rewrite_keras(fh: Any, src: Path, dst: Path, max_bytes: int) -> None:
             if len(infos) > limits.MAX_MEMBERS:
                 raise ModelFileError(f"{src}: the archive has {len(infos):,} members; a .keras file has a handful")
             _refuse_duplicate_members(infos, src)
-            keep = [i for i in infos if i.filename in _KERAS_MEMBERS or i.filename.startswith("assets/")]
+            keep = [i for i in infos if i.filename in _KERAS_MEMBERS]
+            assets = [i for i in infos if i.filename.startswith("assets/")] if _needs_assets(zin, keep, src) else []
+            keep += assets
             for info in keep:
-                if info.filename == "metadata.json":
-                    limits.ensure_within(info.file_size, limits.MAX_SMALL_MEMBER, f"{src}: metadata.json")
-                if info.filename == "config.json":
-                    limits.ensure_within(info.file_size, limits.MAX_JSON_MEMBER, f"{src}: config.json")
+                _check_member(info, src)
             limits.ensure_within(sum(i.file_size for i in keep), max_bytes, f"{src}: the unpacked archive")
             with zipfile.ZipFile(dst, "x", compression=zipfile.ZIP_STORED) as zout:
                 for info in keep:
@@ -111,6 +118,30 @@ def _rewrite_keras(fh: Any, src: Path, dst: Path, max_bytes: int) -> None:
         # An unknown compression method or an encrypted member.
         raise ModelFileError(f"{src}: the .keras archive cannot be read ({exc}); re-save it with Keras") from exc
     os.chmod(dst, stat.S_IRUSR)
+
+
+def _check_member(info: zipfile.ZipInfo, src: Path) -> None:
+    """Bounds read from the archive's directory, before a byte of the member is written."""
+    if info.filename == "metadata.json":
+        limits.ensure_within(info.file_size, limits.MAX_SMALL_MEMBER, f"{src}: metadata.json")
+    if info.filename == "config.json":
+        limits.ensure_within(info.file_size, limits.MAX_JSON_MEMBER, f"{src}: config.json")
+    if info.file_size > _RATIO_FLOOR and info.file_size > _MAX_RATIO * max(info.compress_size, 1):
+        raise ModelFileError(
+            f"{src}: the member {info.filename!r} claims {limits.human(info.file_size)} from "
+            f"{limits.human(info.compress_size)} compressed (more than {_MAX_RATIO}:1, a zip bomb); refused"
+        )
+
+
+def _needs_assets(zin: zipfile.ZipFile, keep: list[zipfile.ZipInfo], src: Path) -> bool:
+    """Whether the config names a layer whose vocabulary Keras reads from assets/ (a mention
+    anywhere counts, so nothing needed is left out)."""
+    config = next((i for i in keep if i.filename == "config.json"), None)
+    if config is None:
+        return False
+    _check_member(config, src)
+    raw = zin.read(config)
+    return any(name in raw for name in _ASSET_LAYERS)
 
 
 def _refuse_duplicate_members(infos: list[zipfile.ZipInfo], src: Path) -> None:
@@ -130,14 +161,17 @@ def _copy_tree(src: Path, dst: Path, max_bytes: int) -> None:
     total = count = 0
     for root, dirs, files in os.walk(src, followlinks=False):
         rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Every directory is walked, so a link anywhere is refused; assets are not copied.
+        skipped = bool(rel.parts) and rel.parts[0] in _SKIPPED_SAVEDMODEL_DIRS
+        if not skipped:
+            (dst / rel).mkdir(mode=0o700, parents=True, exist_ok=True)
         for name in dirs + files:
             if (Path(root) / name).is_symlink():
                 raise ModelFileError(
                     f"{src}: {rel / name} is a symbolic link; links are not followed, give a SavedModel of plain files"
                 )
         for name in files:
-            if rel == Path(".") and name in _SKIPPED_SAVEDMODEL_FILES:
+            if skipped or (rel == Path(".") and name in _SKIPPED_SAVEDMODEL_FILES):
                 continue
             count += 1
             if count > limits.MAX_MEMBERS:

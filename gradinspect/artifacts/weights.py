@@ -16,6 +16,7 @@ from typing import Any
 
 from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat
 from gradinspect.errors import ModelFileError
+from gradinspect.formatting import without_output_index
 
 # Variables that Keras creates as non-trainable, by layer class: how many of the layer's own
 # variables, counted from the end, are non-trainable (None: all of them).
@@ -74,7 +75,7 @@ def snake_case(name: str) -> str:
 
 
 def _is_stat_name(name: str) -> bool:
-    leaf = name.split("/")[-1].split(":")[0]
+    leaf = without_output_index(name.split("/")[-1])
     return leaf in _NON_TRAINABLE_NAMES
 
 

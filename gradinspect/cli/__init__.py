@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from gradinspect import __version__
-from gradinspect.errors import GradinspectError
+from gradinspect.errors import GradinspectError, Interrupted
 from gradinspect.formatting import first_line
 
 # An unexpected exception is a bug in gradinspect, not bad input (2) or a failed check (1).
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` while the command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class _Group(click.Group):
@@ -26,7 +48,11 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _signals_unwind():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Interrupted as exc:
+            _error("interrupted" if exc.signum == signal.SIGINT else "terminated")
+            sys.exit(128 + exc.signum)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "gradinspect"
             _error(f"{exc.format_message()} (see '{where} --help')")
@@ -51,10 +77,12 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
         except Exception as exc:  # a bug: still one line, unless --debug asks for more
             if _debug(ctx):
-                traceback.print_exc()
+                # A bug inside the TensorFlow child process carries the child's traceback.
+                sys.stderr.write(getattr(exc, "traceback_text", None) or traceback.format_exc())
             detail = first_line(exc) if str(exc).strip() else ""
+            kind = getattr(exc, "kind", type(exc).__name__)
             _error(
-                f"internal error ({type(exc).__name__}{': ' + detail if detail else ''}); this is a bug in "
+                f"internal error ({kind}{': ' + detail if detail else ''}); this is a bug in "
                 "gradinspect: rerun with --debug and report the traceback"
             )
             ctx.exit(INTERNAL_ERROR_EXIT)
@@ -106,9 +134,12 @@ def main(ctx: click.Context, debug: bool, color: bool | None) -> None:
     Example:
       gradinspect layers sample_models/mlp.keras
     """
+    from gradinspect.cli.isolation import private_config_dirs
+
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     ctx.obj["color"] = color
+    private_config_dirs()
 
 
 # The commands register themselves on `main` when imported.

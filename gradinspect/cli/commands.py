@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from gradinspect.cli import main
-from gradinspect.cli.feedback import progress_bar, say
 from gradinspect.cli.options import (
+    child_limits,
     data_options,
     data_values,
     files_read,
@@ -20,7 +20,7 @@ from gradinspect.cli.options import (
 )
 from gradinspect.cli.outputs import ExtraOutputs, checked_destination, emit, plot_options, staged_h5
 from gradinspect.errors import UsageProblem
-from gradinspect.output import npz_bytes
+from gradinspect.output import ensure_distinct, npz_bytes
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 _SIGNATURE = click.option(
@@ -34,16 +34,7 @@ _SIGNATURE = click.option(
 @model_options
 @_SIGNATURE
 @output_options(LayersReport)
-def layers(
-    model: str,
-    custom_objects: str | None,
-    unsafe: bool,
-    signature: str | None,
-    max_memory: int | None,
-    fmt: str,
-    output: str | None,
-    force: bool,
-) -> None:
+def layers(model: str, signature: str | None, fmt: str, output: str | None, **options: Any) -> None:
     """List the layers of MODEL: name, class, output shape, parameters, trainable.
 
     Nested models are shown as a tree; their layers are addressed as `outer/inner`.
@@ -57,12 +48,19 @@ def layers(
       gradinspect layers sample_models/mlp.keras --format json
     """
     from gradinspect.artifacts.limits import memory_limit
-    from gradinspect.commands.layers import list_layers
+    from gradinspect.cli.isolation import run_isolated
+    from gradinspect.commands.layers import list_layers, static_listing
 
-    dest = checked_destination(output, "--output", files_read(model, custom_objects), force=force)
+    custom_objects, unsafe = options["custom_objects"], options["unsafe"]
+    dest = checked_destination(output, "--output", files_read(model, custom_objects), force=options["force"])
     unsafe_notice(unsafe)
-    with memory_limit(max_memory):
-        report = list_layers(model, custom_objects=custom_objects, unsafe=unsafe, signature=signature)
+    report = None
+    if custom_objects is None:  # the user's file is code that may import TensorFlow: the child runs it
+        with memory_limit(options["max_memory"]):
+            report = static_listing(model, unsafe=unsafe, signature=signature)
+    if report is None:  # a model that only a loader can list
+        kwargs = {"path": model, "custom_objects": custom_objects, "unsafe": unsafe, "signature": signature}
+        report = run_isolated(list_layers, kwargs, child_limits(options), model, label=None)
     emit(report, fmt, dest)
 
 
@@ -103,7 +101,6 @@ def grad(
     to,
     pair,
     all_layers,
-    max_memory,
     fmt,
     output,
     save_npz,
@@ -122,35 +119,35 @@ def grad(
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2
       gradinspect grad sample_models/mlp.keras --from dense_1 --to dense_2 --stage2 seed --through
     """
-    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.cli.isolation import run_isolated
     from gradinspect.commands.grad import inspect_gradients
 
     pairs = parse_pairs(from_, to, pair)
     if not pairs and not all_layers:
         raise UsageProblem("choose layers: --from A --to B, --pair A:B or --all")
     data = data_values(data_options_values)
-    reads = files_read(model, custom_objects, data["inputs"], data["target"])
+    reads = files_read(model, custom_objects, data=data)
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
     h5_dest = checked_destination(save_h5, "--save-h5", reads, force=force)
     dest = checked_destination(output, "--output", reads, force=force)
     extras = ExtraOutputs.checked({**data_options_values, "force": force}, reads)
+    ensure_distinct([npz_dest, h5_dest, dest, *extras.destinations()])
     unsafe_notice(unsafe)
-    quiet = data_options_values.get("quiet", False)
-    with memory_limit(max_memory), staged_h5(h5_dest) as sink:
-        with progress_bar("batches", quiet) as progress:
-            report = inspect_gradients(
-                model,
-                pairs=pairs,
-                progress=progress,
-                sink=sink,
-                all_layers=all_layers,
-                custom_objects=custom_objects,
-                unsafe=unsafe,
-                **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
-                **data,
-            )
-            say(progress, "rendering")
-            files = ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), *extras.rendered(report, report))
+    limits = child_limits(data_options_values)
+    with staged_h5(h5_dest) as sink:
+        kwargs = {
+            "model_or_path": model,
+            "pairs": pairs,
+            "sink": sink,
+            "all_layers": all_layers,
+            "custom_objects": custom_objects,
+            "unsafe": unsafe,
+            **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
+            **data,
+        }
+        quiet = data_options_values.get("quiet", False)
+        report = run_isolated(inspect_gradients, kwargs, limits, model, label="batches", quiet=quiet)
+        files = ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), *extras.rendered(report, report))
         emit(report, fmt, dest, (*files, (h5_dest, sink)), hist=extras.hist)
 
 
@@ -214,38 +211,36 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
       gradinspect check model.keras --write-baseline grads.json
       gradinspect check model.keras --baseline grads.json --rtol 0.01
     """
-    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.cli.isolation import run_isolated
     from gradinspect.commands.check import baseline_json, read_baseline
     from gradinspect.commands.check import check as run_check
 
     data = data_values(options)
     baseline = options["baseline"]
-    reads = files_read(
-        model, options["custom_objects"], data["inputs"], data["target"], baseline, options["rules_file"]
-    )
+    reads = files_read(model, options["custom_objects"], baseline, options["rules_file"], data=data)
     if baseline is not None:
         read_baseline(baseline)  # a missing or malformed baseline fails before any work
     force = options["force"]
     baseline_dest = checked_destination(options["write_baseline"], "--write-baseline", reads, force=force)
     dest = checked_destination(options["output"], "--output", reads, force=force)
     extras = ExtraOutputs.checked(options, reads)
+    ensure_distinct([baseline_dest, dest, *extras.destinations()])
     rules = _rules(options, baseline)
     unsafe_notice(options["unsafe"])
-    with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
-        report = run_check(
-            model,
-            progress=progress,
-            layers=split_list(options["layer_list"]),
-            rules=rules,
-            custom_objects=options["custom_objects"],
-            unsafe=options["unsafe"],
-            **data,
-        )
-        say(progress, "rendering")
-        files = (
-            (baseline_dest, baseline_json(report.grad) if baseline_dest else ""),
-            *extras.rendered(report, report.grad),
-        )
+    kwargs = {
+        "model_or_path": model,
+        "layers": split_list(options["layer_list"]),
+        "rules": rules,
+        "custom_objects": options["custom_objects"],
+        "unsafe": options["unsafe"],
+        **data,
+    }
+    quiet = options.get("quiet", False)
+    report = run_isolated(run_check, kwargs, child_limits(options), model, label="batches", quiet=quiet)
+    files = (
+        (baseline_dest, baseline_json(report.grad) if baseline_dest else ""),
+        *extras.rendered(report, report.grad),
+    )
     emit(report, options["fmt"], dest, files)
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
@@ -282,25 +277,24 @@ def verify(ctx: click.Context, model: str, layer: str, **options: Any) -> None:
     Example:
       gradinspect verify model.keras --layer my_layer --custom-objects layers.py
     """
-    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.cli.isolation import run_isolated
     from gradinspect.commands.verify import verify as run_verify
 
     data = data_values(options)
-    reads = files_read(model, options["custom_objects"], data["inputs"], data["target"])
+    reads = files_read(model, options["custom_objects"], data=data)
     dest = checked_destination(options["output"], "--output", reads, force=options["force"])
     unsafe_notice(options["unsafe"])
-    with memory_limit(options["max_memory"]), progress_bar("finite differences") as progress:
-        report = run_verify(
-            model,
-            layer,
-            entries=options["entries"],
-            eps=options["eps"],
-            tol=options["tol"],
-            custom_objects=options["custom_objects"],
-            unsafe=options["unsafe"],
-            progress=progress,
-            **data,
-        )
+    kwargs = {
+        "model_or_path": model,
+        "layer": layer,
+        "entries": options["entries"],
+        "eps": options["eps"],
+        "tol": options["tol"],
+        "custom_objects": options["custom_objects"],
+        "unsafe": options["unsafe"],
+        **data,
+    }
+    report = run_isolated(run_verify, kwargs, child_limits(options), model, label="finite differences")
     emit(report, options["fmt"], dest)
     click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)

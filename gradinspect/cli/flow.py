@@ -7,9 +7,17 @@ from typing import Any
 import click
 
 from gradinspect.cli import main
-from gradinspect.cli.feedback import progress_bar, say
-from gradinspect.cli.options import data_options, data_values, files_read, model_options, output_options, unsafe_notice
+from gradinspect.cli.options import (
+    child_limits,
+    data_options,
+    data_values,
+    files_read,
+    model_options,
+    output_options,
+    unsafe_notice,
+)
 from gradinspect.cli.outputs import checked_destination, checked_plot, emit, plot_file, plot_options
+from gradinspect.output import ensure_distinct
 from gradinspect.report.flow import FlowReport
 
 
@@ -32,23 +40,23 @@ def flow(model: str, **options: Any) -> None:
       gradinspect flow sample_models/cnn.keras --input sample_models/cnn_input.npy
       gradinspect flow model.keras --random 32 --plot flow.png --hist
     """
-    from gradinspect.artifacts.limits import memory_limit
+    from gradinspect.cli.isolation import run_isolated
     from gradinspect.commands.flow import inspect_flow
 
     data = data_values(options)
-    reads = files_read(model, options["custom_objects"], data["inputs"], data["target"])
+    reads = files_read(model, options["custom_objects"], data=data)
     plot_dest = checked_plot(options["plot"], reads, options["force"])
     dest = checked_destination(options["output"], "--output", reads, force=options["force"])
+    ensure_distinct([plot_dest, dest])
     unsafe_notice(options["unsafe"])
-    with memory_limit(options["max_memory"]), progress_bar("batches", options.get("quiet", False)) as progress:
-        report = inspect_flow(
-            model,
-            progress=progress,
-            custom_objects=options["custom_objects"],
-            unsafe=options["unsafe"],
-            signature=options["signature"],
-            **data,
-        )
-        say(progress, "rendering")
-        figure = plot_file(plot_dest, report.grad, options["hist"])
+    kwargs = {
+        "model_or_path": model,
+        "custom_objects": options["custom_objects"],
+        "unsafe": options["unsafe"],
+        "signature": options["signature"],
+        **data,
+    }
+    quiet = options.get("quiet", False)
+    report = run_isolated(inspect_flow, kwargs, child_limits(options), model, label="batches", quiet=quiet)
+    figure = plot_file(plot_dest, report.grad, options["hist"])
     emit(report, options["fmt"], dest, (figure,))

@@ -23,7 +23,24 @@ def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``MODEL``, ``--custom-objects``, ``--unsafe`` and ``--max-memory``: every command that reads a model."""
+    """``MODEL``, ``--custom-objects``, ``--unsafe``, ``--max-memory``, ``--max-disk`` and ``--timeout``:
+    every command that reads a model."""
+    fn = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0),
+        default=600,
+        show_default=True,
+        metavar="SECONDS",
+        help="Stop a run whose TensorFlow work takes longer (a model's graph can loop forever); 0: no limit.",
+    )(fn)
+    fn = click.option(
+        "--max-disk",
+        "max_disk",
+        metavar="SIZE",
+        callback=size_option,
+        help="Refuse to copy or write a file larger than SIZE (the private model copy, --save-h5). "
+        "Default: the --max-memory default.",
+    )(fn)
     fn = click.option(
         "--max-memory",
         "max_memory",
@@ -226,11 +243,25 @@ def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def files_read(model: str, *paths: Any) -> list[Any]:
-    """The files this run reads (model, custom objects, inputs, targets, baseline), which no output may overwrite."""
+def files_read(model: str, *paths: Any, data: dict[str, Any] | None = None) -> list[Any]:
+    """The files this run reads (model, custom objects, baseline, and with ``data`` its inputs, targets
+    and ``--model-output NAME=FILE`` targets), which no output may overwrite."""
     from gradinspect.output import input_paths
 
+    if data is not None:
+        named = [o.partition("=")[2] for o in data.get("outputs", ()) if "=" in o]
+        paths = (*paths, data.get("inputs"), data.get("target"), *named)
     return input_paths(model, *paths)
+
+
+def child_limits(options: dict[str, Any]) -> Any:
+    """What the TensorFlow child process may use, from ``--timeout``, ``--max-memory`` and ``--max-disk``."""
+    from gradinspect.artifacts.limits import default_max_memory
+    from gradinspect.cli.isolation import ChildLimits
+
+    timeout = options.get("timeout")
+    disk = options.get("max_disk") or default_max_memory()
+    return ChildLimits(timeout or None, options.get("max_memory"), disk)
 
 
 def unsafe_notice(unsafe: bool) -> None:

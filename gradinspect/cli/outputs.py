@@ -134,6 +134,10 @@ class ExtraOutputs:
         plot = checked_plot(options.pop("plot", None), reads, force)
         return cls(plot, bool(options.pop("hist", False)), report_files(options, reads))
 
+    def destinations(self) -> list[Any]:
+        """Every checked destination (for the run's check that no two outputs share a file)."""
+        return [self.plot, *self.files.values()]
+
     def rendered(self, report: Any, grad_report: Any) -> tuple[tuple[Any, Any], ...]:
         """(destination, bytes) of each, from one run's report (and the GradReport the figure is drawn from)."""
         return (plot_file(self.plot, grad_report, self.hist), *rendered_files(report, self.files))

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gradinspect.artifacts import limits
 from gradinspect.errors import BaselineError, UsageProblem
 from gradinspect.formatting import MISSING, first_line, number
 from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
@@ -123,8 +124,6 @@ def baseline_json(grad: GradReport) -> str:
 
 def read_baseline(path: str | Path) -> dict[str, Any]:
     """A baseline file, read only if it is a regular file of bounded size."""
-    from gradinspect.artifacts import limits
-
     p = Path(path)
     if not p.exists():
         raise BaselineError(f"--baseline {p}: no such file; write one with --write-baseline")
@@ -255,6 +254,9 @@ _RULE_KEYS = {
 }
 
 
+_MAX_RULES_FILE = 1024**2  # a rules file is a few lines per layer
+
+
 def read_rules(path: str | Path) -> tuple[dict[str, float], tuple[tuple[str, dict[str, float]], ...]]:
     """``--rules FILE.toml``: top-level thresholds (defaults the flags override) and ``[[layer]]``
     tables, each a ``match`` glob on layer names and thresholds. Keys as the flags: max-norm,
@@ -263,10 +265,13 @@ def read_rules(path: str | Path) -> tuple[dict[str, float], tuple[tuple[str, dic
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    raw = limits.read_regular(path, _MAX_RULES_FILE, f"--rules {path}")  # never a FIFO or /dev/zero
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageProblem(f"--rules {path}: cannot read it as TOML ({first_line(exc)})") from exc
+        data = tomllib.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise UsageProblem(f"--rules {path}: nested too deeply to be a rules file") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError is a ValueError, as is a 5,000-digit integer
+        raise UsageProblem(f"--rules {path}: cannot read it as TOML ({first_line(exc, 200)})") from None
     layers = data.pop("layer", [])
     if not isinstance(layers, list):
         raise UsageProblem(f"--rules {path}: 'layer' must be an array of tables ([[layer]])")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gradinspect.artifacts.formats import ModelFormat
 from gradinspect.artifacts.graphlayers import graph_layers_report
@@ -21,8 +22,19 @@ def list_layers(
     ``signature``, else its variables by name scope); subclassed models and tf.keras SavedModels are
     loaded (after the safety scans)."""
     artifact, objects = open_artifact(path, custom_objects, unsafe)
+    return _static(artifact, signature) or live_layers(load_artifact(artifact, objects, unsafe))
+
+
+def static_listing(path: str | Path, unsafe: bool = False, signature: str | None = None) -> LayersReport | None:
+    """The listing read without TensorFlow (after the safety scans), or None when only a loader can
+    list the model (a subclassed model, a tf.keras SavedModel)."""
+    artifact, _ = open_artifact(path, None, unsafe)
+    return _static(artifact, signature)
+
+
+def _static(artifact: Any, signature: str | None) -> LayersReport | None:
     if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
         return static_layers(artifact)
     if artifact.format is ModelFormat.SAVEDMODEL:
         return graph_layers_report(artifact, signature) or static_savedmodel_layers(artifact)
-    return live_layers(load_artifact(artifact, objects, unsafe))
+    return None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gradinspect.engine.expression_backends import NUMPY, Backend, np_matmul, tf_backend
 from gradinspect.errors import ExpressionError
 from gradinspect.formatting import first_line
 from gradinspect.formatting import shape as shape_text
@@ -53,18 +53,42 @@ class Expression:
         return text.replace(_FROM + ".", "from.")
 
 
+# An expression is a formula on a command line: these bound the recursion of parsing, checking
+# and evaluating it (Python's own parser gives up with a RecursionError near 200 levels).
+_MAX_LENGTH = 4000
+_MAX_DEPTH = 64
+
+
 def parse(text: str, option: str, allowed_names: set[str]) -> Expression:
     """Parse and check ``text``; raise ExpressionError pointing at the offending part."""
+    if len(text) > _MAX_LENGTH:
+        raise ExpressionError(f"{option}: the expression is {len(text):,} characters; at most {_MAX_LENGTH:,}")
     source = re.sub(r"\bfrom\s*\.", _FROM + ".", text)
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         col = (exc.offset or 1) - 1
         raise ExpressionError(f"{option} {text!r}: not a valid expression (syntax error at column {col + 1})") from None
+    except (RecursionError, MemoryError):
+        tree = None
+    if tree is None or _depth(tree) > _MAX_DEPTH:
+        raise ExpressionError(
+            f"{option}: the expression nests or chains more than {_MAX_DEPTH} levels deep; split it or use sum()"
+        )
     source = source.strip()
     expr = Expression(text, option, tree, source)
     _check(expr, tree.body, allowed_names)
     return expr
+
+
+def _depth(tree: ast.AST) -> int:
+    """The depth of ``tree``, found without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _refuse(expr: Expression, node: ast.AST, why: str) -> ExpressionError:
@@ -159,92 +183,12 @@ def _const(node: ast.AST) -> Any:
 # --- evaluation ---------------------------------------------------------------------------
 
 
-class _Backend:
-    """The operations an expression needs, on one kind of array."""
-
-    def __init__(self, ops: dict[str, Callable[..., Any]]) -> None:
-        self.ops = ops
-
-
-def _tf_backend() -> _Backend:
-    import tensorflow as tf
-
-    def red(fn: Callable[..., Any]) -> Callable[..., Any]:
-        return lambda x, axis=None: fn(x, axis=axis)
-
-    def norm(x: Any, axis: Any = None) -> Any:
-        # The L2 norm over all entries (or along `axis`), written out so that its gradient at 0
-        # is defined the same way as sqrt's.
-        return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis))
-
-    return _Backend(
-        {
-            "sum": red(tf.reduce_sum),
-            "mean": red(tf.reduce_mean),
-            "norm": norm,
-            "square": tf.square,
-            "sqrt": tf.sqrt,
-            "abs": tf.abs,
-            "exp": tf.exp,
-            "log": tf.math.log,
-            "tanh": tf.tanh,
-            "relu": tf.nn.relu,
-            "stop_gradient": tf.stop_gradient,
-            "matmul": tf.matmul,
-            "maximum": tf.maximum,
-            "minimum": tf.minimum,
-            "transpose": tf.transpose,
-            "add": tf.add,
-            "sub": tf.subtract,
-            "mul": tf.multiply,
-            "div": tf.divide,
-            "pow": tf.pow,
-            "neg": tf.negative,
-            "const": lambda v: tf.constant(v, tf.float32),
-        }
-    )
-
-
-def _np_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # tf.matmul needs rank >= 2 on both sides; the shape check must refuse what TF refuses.
-    if a.ndim < 2 or b.ndim < 2:
-        raise ValueError("matmul needs matrices (rank 2 or more)")
-    return np.matmul(a, b)
-
-
-_NP = _Backend(
-    {
-        "sum": lambda x, axis=None: np.sum(x, axis=axis),
-        "mean": lambda x, axis=None: np.mean(x, axis=axis),
-        "norm": lambda x, axis=None: np.sqrt(np.sum(np.square(x), axis=axis)),
-        "square": np.square,
-        "sqrt": np.sqrt,
-        "abs": np.abs,
-        "exp": np.exp,
-        "log": np.log,
-        "tanh": np.tanh,
-        "relu": lambda x: np.maximum(x, 0),
-        "stop_gradient": lambda x: x,
-        "matmul": _np_matmul,
-        "maximum": np.maximum,
-        "minimum": np.minimum,
-        "transpose": np.transpose,
-        "add": np.add,
-        "sub": np.subtract,
-        "mul": np.multiply,
-        "div": np.divide,
-        "pow": np.power,
-        "neg": np.negative,
-        "const": lambda v: np.float32(v),
-    }
-)
-
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow", ast.MatMult: "matmul"}
 
 
 def evaluate(expr: Expression, env: dict[str, Any], variables: dict[str, dict[str, Any]]) -> Any:
     """Evaluate on TensorFlow tensors. ``variables`` maps ``from``/``to`` to {name: variable}."""
-    return _Evaluator(expr, env, variables, _tf_backend()).eval(expr.tree.body)
+    return _Evaluator(expr, env, variables, tf_backend()).eval(expr.tree.body)
 
 
 def check_shapes(expr: Expression, shapes: dict[str, tuple], variables: dict[str, dict[str, tuple]]) -> tuple:
@@ -255,7 +199,7 @@ def check_shapes(expr: Expression, shapes: dict[str, tuple], variables: dict[str
     env = {k: np.zeros(v, dtype=np.float32) for k, v in shapes.items()}
     var_env = {side: {k: np.zeros(v, dtype=np.float32) for k, v in vs.items()} for side, vs in variables.items()}
     with np.errstate(all="ignore"):
-        result = _Evaluator(expr, env, var_env, _NP, shape_only=True).eval(expr.tree.body)
+        result = _Evaluator(expr, env, var_env, NUMPY, shape_only=True).eval(expr.tree.body)
     return tuple(np.shape(result))
 
 
@@ -265,7 +209,7 @@ class _Evaluator:
         expr: Expression,
         env: dict[str, Any],
         variables: dict[str, dict[str, Any]],
-        backend: _Backend,
+        backend: Backend,
         shape_only: bool = False,
     ) -> None:
         self.expr = expr
@@ -364,7 +308,7 @@ class _Evaluator:
         x, y = (np.zeros(a), np.zeros(b)) if first else (np.zeros(b), np.zeros(a))
         try:
             if op == "matmul":
-                _np_matmul(x, y)
+                np_matmul(x, y)
             else:
                 np.broadcast_shapes(x.shape, y.shape)
         except ValueError:

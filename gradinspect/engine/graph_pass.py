@@ -24,6 +24,7 @@ from gradinspect.engine.passes import PassRequest, PassResult
 from gradinspect.engine.request import GradientRequest, say
 from gradinspect.engine.streaming import execute
 from gradinspect.errors import GradientError, LayerNameError
+from gradinspect.formatting import without_output_index
 from gradinspect.report import GradReport, ModelInfo, PairReport
 
 
@@ -131,7 +132,7 @@ def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, value
         for arg, _, _ in layer.variables:
             var = variables[index[arg]]
             if getattr(var, "trainable", True) and arg not in kept:
-                found.append((_inside(var.name.split(":")[0], name), values[index[arg]]))
+                found.append((_inside(without_output_index(var.name), name), values[index[arg]]))
         out[name] = list(dict(found).items())
     return out
 

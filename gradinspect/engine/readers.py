@@ -280,18 +280,27 @@ def _h5_columns(fh: Any, p: Path, dataset: str, wanted: int, spec: str) -> dict[
         return {name: H5Rows(p, name, tuple(d.shape), d.dtype) for name, d in found.items() if d.shape}
 
 
-# Compression rarely beats this ratio; a dataset that "stores" terabytes in kilobytes holds a
-# fill value, not data.
+# Compression rarely beats this ratio; a dataset that "stores" gigabytes in kilobytes holds a
+# fill value, not data. Reading one row of a chunked dataset decompresses its whole chunk, so a
+# chunk larger than _MAX_CHUNK would take that much memory for a batch of any size.
 _MAX_RATIO = 1000
+_BOMB_FLOOR = 64 * 1024**2
+_MAX_CHUNK = 64 * 1024**2
 
 
 def _refuse_fill_value_bomb(dataset: Any, spec: str) -> None:
     declared = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
     stored = dataset.id.get_storage_size()
-    if declared > limits.max_memory() and stored * _MAX_RATIO < declared:
+    if declared > _BOMB_FLOOR and stored * _MAX_RATIO < declared:
         raise ResourceLimitError(
             f"{_label(spec)}: the datasets it declares: {limits.human(declared)} needed, but the file stores "
             f"{limits.human(stored)} of data; refusing a fill-value dataset of that size"
+        )
+    chunk = math.prod(dataset.chunks) * dataset.dtype.itemsize if dataset.chunks else 0
+    if chunk > _MAX_CHUNK:
+        raise ResourceLimitError(
+            f"{_label(spec)}: dataset {dataset.name!r} is stored in chunks of {limits.human(chunk)}, each read "
+            f"whole for a batch; gradinspect reads chunks of at most {limits.human(_MAX_CHUNK)} (re-chunk it)"
         )
 
 

@@ -26,6 +26,12 @@ class InputSource:
 
     def __init__(self, columns: dict[str, Any], specs: list[InputSpec], label: str, samples: str | None = None):
         self.specs, self.label = specs, label
+        for name, col in columns.items():
+            if not col.shape:
+                raise InputDataError(
+                    f"{label}: input {name!r} is a single number (a 0-d array); inputs have samples along "
+                    "their first axis, e.g. shape (N, features)"
+                )
         self.columns = {name: _with_batch_axis(col, _spec(specs, name)) for name, col in columns.items()}
         sizes = {int(col.shape[0]) for col in self.columns.values()}
         if len(sizes) > 1:

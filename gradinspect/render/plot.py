@@ -49,6 +49,18 @@ def figure_bytes(report: GradReport, fmt: str, hist: bool = False, title: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Layer names and paths come from files: text, never mathtext (``$\\foo$`` would be parsed, and may fail).
+    style = {"text.parse_math": False, "svg.fonttype": "none", "svg.hashsalt": "gradinspect"}
+    with matplotlib.rc_context(style):
+        fig = _figure(plt, report, hist, title)
+        buf = io.BytesIO()
+        # SVG text stays text (searchable, and the layer names can be read back); no timestamp.
+        fig.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure(plt: Any, report: GradReport, hist: bool, title: str) -> Any:
     rows = flow_rows(report)
     panels = _hist_panels(report, rows) if hist else []
     height = max(3.0, 0.32 * len(rows) + 1.6)
@@ -61,12 +73,7 @@ def figure_bytes(report: GradReport, fmt: str, hist: bool = False, title: str = 
         _hist_axes(fig.add_subplot(grid[1 + i // cols, i % cols]), name, values)
     batches = f"{report.batches} batches of {report.batch_size}" if report.batches else f"batch {report.batch_size}"
     fig.suptitle(f"{title}: {report.model.path}\nloss {report.loss_spec} = {report.loss_value:.4g}  ·  {batches}")
-    buf = io.BytesIO()
-    # SVG text stays text (searchable, and the layer names can be read back); no timestamp.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "gradinspect"}):
-        fig.savefig(buf, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def _flow_axes(ax: Any, rows: tuple[FlowRow, ...]) -> None:
