@@ -20,8 +20,10 @@ from gradinspect.errors import ModelFileError
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # What h5py raises on a corrupt file: OSError for unreadable blocks, RuntimeError and ValueError
-# from the HDF5 library's own checks (bad heaps, offsets past the end, unknown entry types).
-HDF5_ERRORS = (OSError, RuntimeError, ValueError)
+# from the HDF5 library's own checks (bad heaps, offsets past the end, unknown entry types),
+# KeyError for an object header it cannot open while walking the file (found by the fuzz tests),
+# and SystemError when that happens inside its lock.
+HDF5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, SystemError)
 _EXPECTED = "expected a Keras 3 '.keras' file, a legacy '.h5'/'.hdf5' file or a TensorFlow SavedModel directory"
 
 

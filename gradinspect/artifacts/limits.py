@@ -76,7 +76,9 @@ def parse_size(text: str) -> int:
 
 
 def human(n: float) -> str:
-    """Bytes for people: ``6.0 GiB``."""
+    """Bytes for people: ``6.0 GiB`` (a count past float range, from a forged file, stays exact)."""
+    if n >= 1024**6:
+        return f"more than {1024**2:,} TiB"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
