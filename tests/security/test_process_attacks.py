@@ -193,3 +193,14 @@ def test_a_normal_run_through_the_child_writes_its_outputs(scratch, tmp_path):
 
     with h5py.File(tmp_path / "g.h5") as h5:
         assert h5["output/dense_1"].shape[0] == len(np.load(SAMPLES / "mlp_input.npy"))
+
+
+def test_layers_of_a_model_only_a_loader_can_list_runs_in_the_child(scratch):
+    import json
+
+    tmp, _ = scratch
+    result = _cli("layers", SAMPLES / "mlp_savedmodel", "-f", "json", tmp=tmp)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"]["loader"] == "tf_keras"
+    assert [layer["name"] for layer in report["layers"]][-1] == "dense_3"

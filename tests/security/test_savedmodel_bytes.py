@@ -358,3 +358,12 @@ def test_json_duplicate_keys_are_read_as_keras_reads_them(keras, tmp_path):
                 assert '"class_name": "Lambda"' in data.decode()
             zout.writestr(name, data)
     assert_one_error_line(run_cli("layers", dst), "refused to load", "Lambda")
+
+
+def test_a_library_of_too_many_functions_is_refused(keras, tmp_path):
+    def many(library, serving):
+        for i in range(20_001):
+            library.function.add().signature.name = f"g{i}"
+
+    dst = _library_edit(tmp_path, many)
+    assert_one_error_line(run_cli("layers", dst), "holds 20,006 functions", "more than the 20,000 functions")
