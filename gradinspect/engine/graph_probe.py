@@ -60,7 +60,7 @@ def build_probed(
         if v.dtype != tf.resource
     }
     specs = list(data_specs) + [tf.TensorSpec(v.shape, v.dtype) for v in values]
-    plain = _wrap(flat, saved, probed_function(flat, as_values, [], saved.library), specs, refs)
+    plain = _wrap(probed_function(flat, as_values, [], saved.library), specs, refs)
     n = len(flat.outputs)
     chosen = plain.outputs[n:]
     shapes = tuple(tuple(t.shape.as_list()) if t.shape.rank is not None else () for t in chosen)
@@ -70,12 +70,12 @@ def build_probed(
     dtypes = tuple(t.dtype for t in chosen)
     probes = [(ref, dt.as_datatype_enum) for ref, dt in zip(refs, dtypes)]
     probe_specs = [tf.TensorSpec(s, dt) for s, dt in zip(shapes, dtypes)]
-    fn = _wrap(flat, saved, probed_function(flat, as_values, probes, saved.library), specs + probe_specs, [])
+    fn = _wrap(probed_function(flat, as_values, probes, saved.library), specs + probe_specs, [])
     return ProbedCall(fn, plain, n, shapes, dtypes)
 
 
-def _wrap(flat: FlatFunction, saved: SavedGraph, rewritten: tuple, specs: list[Any], extra: list[str]) -> Any:
-    """The rewritten function (FunctionDef bytes, and loop bodies rewritten with it, by name) imported
+def _wrap(rewritten: tuple, specs: list[Any], extra: list[str]) -> Any:
+    """The rewritten function (FunctionDef bytes, and the library functions it calls, by name) imported
     into a wrapped function of ``specs``, returning its outputs and the ``extra`` refs."""
     import tensorflow as tf
     from tensorflow.core.framework import function_pb2, graph_pb2

@@ -40,8 +40,19 @@ def test_a_malformed_model_config_is_bad_input(tmp_path, value, needle):
 
 @pytest.mark.slow
 def test_a_numeric_training_config_is_ignored_like_any_compile_setting(tmp_path):
-    result = run_cli("grad", _h5_with(tmp_path, "training_config", "3"), "--all", "--random", "2")
+    path = _h5_with(tmp_path, "training_config", "3")
+    result = run_cli("grad", path, "--all", "--random", "2")
     assert result.exit_code == 0, result.stderr
+    # A run that needs it says it is not there.
+    assert_one_error_line(run_cli("grad", path, "--all", "--loss", "compiled"), "without a compiled loss")
+
+
+def test_a_string_typed_hdf5_input_is_bad_input(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        h5["x"] = np.array([b"a", b"b"])
+    assert_one_error_line(run_cli("grad", MODEL, "--all", "--input", tmp_path / "s.h5"), "holds strings")
 
 
 def test_a_zero_dimensional_npy_input_is_bad_input(tmp_path):
