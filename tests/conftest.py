@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,33 @@ SAMPLES = REPO / "sample_models"
 REAL_MODELS = Path(os.environ.get("GRADINSPECT_REAL_MODELS", REPO.parent / "shared" / "real_models"))
 
 
+# Fixtures that load TensorFlow: a test that needs any of them (directly or through another
+# fixture) is slow.
+_TENSORFLOW_FIXTURES = frozenset({"keras", "tf_keras"})
+
+
+class TensorFlowInFastTest(BaseException):
+    """Raised when a test not marked slow imports TensorFlow in a ``-m "not slow"`` run."""
+
+
+class _NoTensorFlow:
+    """A meta path finder that refuses TensorFlow, Keras and tf_keras (the fast loop's guard)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise TensorFlowInFastTest(f"{name} imported by a test not marked slow: mark it @pytest.mark.slow")
+        return None
+
+
+def pytest_configure(config):
+    if (config.option.markexpr or "").strip() == "not slow":
+        sys.meta_path.insert(0, _NoTensorFlow())
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _TENSORFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if not REAL_MODELS.is_dir():
         skip = pytest.mark.skip(reason=f"real-model corpus not found at {REAL_MODELS}")
         for item in items:

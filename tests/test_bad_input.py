@@ -98,6 +98,7 @@ def test_bad_flag_is_a_usage_error():
     assert "Invalid value for '-f' / '--format'" in result.stderr
 
 
+@pytest.mark.slow
 def test_unexpected_keras_failure_is_one_line(tmp_path):
     """A config Keras cannot rebuild (a layer whose units are a string) is a load error, not a crash."""
     p = edited_keras_copy(

@@ -15,6 +15,7 @@ def _last_stderr_line(result) -> str:
     return result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_healthy_model_passes():
     result = run_cli("check", SAMPLES / "mlp.keras", "--max-norm", "100", "--min-norm", "1e-8")
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -84,6 +85,7 @@ def test_baseline_against_itself_and_scaled_weights(keras, tmp_path):
     assert loose.exit_code == 0
 
 
+@pytest.mark.slow
 def test_baseline_with_other_inputs_is_trouble(tmp_path):
     base = tmp_path / "base.json"
     run_cli("check", SAMPLES / "mlp.keras", "--write-baseline", base)
@@ -122,6 +124,7 @@ def test_markdown_summary(broken_models):
     assert "| max-zero-fraction | `weight/dead/kernel` |" in result.stdout
 
 
+@pytest.mark.slow
 def test_layers_option_and_missing_model(tmp_path):
     only = run_cli("check", SAMPLES / "mlp.keras", "--layers", "dense_2", "-f", "json")
     targets = {r["target"] for r in json.loads(only.stdout)["results"]}
@@ -177,6 +180,7 @@ def bad_gradient_model(keras, tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_verify_passes_on_standard_layers():
     for layer in ("dense_1", "dense_3"):
         result = run_cli("verify", SAMPLES / "mlp.keras", "--layer", layer, "-f", "json")
@@ -205,6 +209,7 @@ def test_verify_fails_on_a_wrong_custom_gradient(bad_gradient_model):
     assert upstream.exit_code == 0
 
 
+@pytest.mark.slow
 def test_verify_usage_errors():
     assert_one_error_line(run_cli("verify", SAMPLES / "mlp.keras", "--layer", "nope"), "no layer named 'nope'")
     assert_one_error_line(run_cli("verify", SAMPLES / "mlp_export", "--layer", "dense_1"), "float64")
@@ -212,6 +217,7 @@ def test_verify_usage_errors():
     assert_one_error_line(eps_zero, "'--eps': 0.0 is not in the range x>0")
 
 
+@pytest.mark.slow
 def test_verify_reports_progress():
     from gradinspect import verify
 
@@ -221,6 +227,7 @@ def test_verify_reports_progress():
     assert calls == [(i, total) for i in range(1, total + 1)]
 
 
+@pytest.mark.slow
 def test_check_json_says_which_mode_ran():
     """The check report's JSON is derived like grad's: its inputs block carries `training` too."""
     for flags, expected in (((), False), (("--training",), True)):

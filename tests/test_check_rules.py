@@ -17,6 +17,7 @@ def _failed(result) -> list[tuple[str, str, float]]:
     return sorted((r["rule"], r["target"], r["threshold"]) for r in data["results"] if not r["passed"])
 
 
+@pytest.mark.slow
 def test_a_layer_table_overrides_the_flag_for_matching_layers_only(tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text('[[layer]]\nmatch = "conv2*"\nmax-ratio = 3\n\n[[layer]]\nmatch = "conv*"\nmax-ratio = 0.5\n')
@@ -26,6 +27,7 @@ def test_a_layer_table_overrides_the_flag_for_matching_layers_only(tmp_path):
     assert _failed(result) == [("max-ratio", "weight/conv1/kernel", 0.5)]
 
 
+@pytest.mark.slow
 def test_top_level_thresholds_are_defaults_that_flags_override(tmp_path):
     rules = tmp_path / "rules.toml"
     rules.write_text("max-ratio = 1.5\n")

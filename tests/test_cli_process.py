@@ -32,6 +32,7 @@ def test_python_dash_m_json():
     assert [r["name"] for r in data["layers"]][:3] == ["conv1", "bn1", "relu1"]
 
 
+@pytest.mark.slow
 def test_savedmodel_loads_quietly():
     """TensorFlow's start-up chatter (absl banner, CUDA probes) stays off stderr."""
     result = _run(sys.executable, "-m", "gradinspect", "layers", SAMPLES / "mlp_savedmodel", "-f", "csv")
@@ -60,6 +61,7 @@ def test_version():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gradinspect") is None, reason="gradinspect is not installed on PATH")
 def test_installed_command_grad_quickstart():
     result = _run("gradinspect", "grad", "sample_models/mlp.keras", "--from", "dense_1", "--to", "dense_2")

@@ -130,17 +130,20 @@ def test_integer_input_gradient_is_explained(zoo):
     assert emb.stats is not None and emb.stats.norm > 0
 
 
+@pytest.mark.slow
 def test_unknown_layer_lists_closest():
     result = run_cli("grad", SAMPLES / "mlp.keras", "--from", "dense1", "--to", "dense_2")
     assert result.exit_code == 2
     assert "no layer named 'dense1'" in result.stderr and "dense_1" in result.stderr
 
 
+@pytest.mark.slow
 def test_from_after_to_is_refused():
     result = run_cli("grad", SAMPLES / "mlp.keras", "--from", "dense_3", "--to", "dense_1")
     assert result.exit_code == 2 and "swap" in result.stderr
 
 
+@pytest.mark.slow
 def test_quickstart_table():
     result = run_cli("grad", SAMPLES / "mlp.keras", "--from", "dense_1", "--to", "dense_2")
     assert result.exit_code == 0, result.stderr
@@ -157,6 +160,7 @@ REAL_PAIRS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL_PAIRS))
 def test_real_models_first_to_last(real_models, name):
     first, last = REAL_PAIRS[name]
@@ -173,6 +177,7 @@ def test_real_models_first_to_last(real_models, name):
     assert all(o["stats"] is not None for o in pair["outputs"])
 
 
+@pytest.mark.slow
 def test_softmax_with_sum_loss_has_zero_weight_gradients(real_models):
     name = "keras231_hls4ml_jettagger_conv2d.h5"
     result = run_cli(
@@ -246,6 +251,7 @@ def test_save_npz_refuses_to_overwrite(article, tmp_path):
         assert "weight/dense_2/kernel" in saved.files
 
 
+@pytest.mark.slow
 def test_half_plus_two_gradients_in_closed_form(real_models, tmp_path):
     """y = a*x + b with a=0.5, b=2 (c unused): dy/dx = a, dy/da = x, dy/db = 1, c gets none."""
     x = np.array([3.0], dtype="float32")
@@ -503,6 +509,7 @@ def test_table_shows_the_saved_numbers(article, tmp_path):
                 assert f"{value:.4g}" in result.stdout, (key, value)
 
 
+@pytest.mark.slow
 def test_one_forward_and_one_backward_for_all_pairs(monkeypatch):
     """Three pairs, one model call and one tape.gradient call."""
     import tensorflow as tf
@@ -526,6 +533,7 @@ def test_one_forward_and_one_backward_for_all_pairs(monkeypatch):
     assert len(report.pairs) == 3 and all(p.weights or p.from_layer == "x" for p in report.pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -546,6 +554,7 @@ def test_bad_grad_options_are_one_line(args, needle):
     assert_one_error_line(run_cli("grad", SAMPLES / "mlp.keras", *args), needle)
 
 
+@pytest.mark.slow
 def test_bad_input_data_is_one_line(tmp_path):
     from conftest import assert_one_error_line
 

@@ -7,9 +7,11 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
 from conftest import SAMPLES, assert_one_error_line, run_cli
 
 
+@pytest.mark.slow
 def test_one_check_run_writes_junit_markdown_and_json_that_agree(tmp_path):
     files = {fmt: tmp_path / f"c.{fmt}" for fmt in ("junit", "markdown", "json")}
     result = run_cli(
@@ -40,6 +42,7 @@ def test_an_existing_output_is_kept_unless_force(tmp_path):
     assert "dense_1" in out.read_text()
 
 
+@pytest.mark.slow
 def test_grad_writes_json_and_markdown_files_from_the_run_it_prints(tmp_path):
     args = ("grad", SAMPLES / "mlp.keras", "--all", "--input", SAMPLES / "mlp_input.npy")
     result = run_cli(*args, "--json", tmp_path / "g.json", "--markdown", tmp_path / "g.md", "-f", "json")
@@ -49,6 +52,7 @@ def test_grad_writes_json_and_markdown_files_from_the_run_it_prints(tmp_path):
     assert "dense_1" in markdown and markdown.startswith("###")
 
 
+@pytest.mark.slow
 def test_flow_csv_and_markdown_hold_the_json_series():
     import csv
     import io

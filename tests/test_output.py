@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from conftest import SAMPLES, assert_one_error_line, run_cli, sha256
 
 
@@ -37,6 +38,7 @@ def test_output_into_read_only_directory(tmp_path):
         ro.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_model_files_unchanged_and_nothing_written_beside_them(tmp_path):
     import shutil
 

@@ -25,6 +25,7 @@ def test_readme_has_examples():
     assert len(EXAMPLES) >= 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,expected", EXAMPLES, ids=[c for c, _ in EXAMPLES])
 def test_readme_example(command, expected, monkeypatch):
     args = shlex.split(command)[1:]

@@ -56,6 +56,7 @@ def test_real_model_listing(real_models, keras, tf_keras, name):
     ]
 
 
+@pytest.mark.slow
 def test_nnvis_keeps_its_saved_input_shape(real_models):
     """Keras 3 reads this tf.keras 2.3 file with input (None, None, 784); gradinspect keeps (None, 784)."""
     from gradinspect.artifacts.loading import load_model
@@ -68,6 +69,7 @@ def test_nnvis_keeps_its_saved_input_shape(real_models):
     assert data["model"]["inputs"] == [{"name": "dense_3_input", "shape": [None, 784], "dtype": "float32"}]
 
 
+@pytest.mark.slow
 def test_keras2_hard_sigmoid_lstm_loads_with_its_own_formula(real_models):
     """Keras 3 redefined hard_sigmoid; this Keras 2.2.4 LSTM uses it, so tf_keras loads it."""
     from gradinspect.artifacts.loading import load_model

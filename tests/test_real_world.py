@@ -95,6 +95,7 @@ def test_duplicate_npz_keys_are_a_bug_not_a_silent_overwrite(rows):
         weight_entry(entry, "", arrays)
 
 
+@pytest.mark.slow
 def test_no_tensorflow_log_lines_with_a_custom_objects_file(tmp_path):
     """A --custom-objects file that imports TensorFlow used to let its start-up log lines through."""
     import os
@@ -281,6 +282,7 @@ NEW_REAL_MODELS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NEW_REAL_MODELS))
 def test_the_newer_real_models_give_gradients_everywhere(real_models, name):
     args = ["--input-shape", "20"] if "really_h5" in name else []

@@ -91,6 +91,7 @@ def test_unknown_layer_class(battery):
     assert str(battery / "unknown.keras") in line
 
 
+@pytest.mark.slow
 def test_integer_input_into_float_model_is_cast_and_reported(tmp_path):
     np.save(tmp_path / "u8.npy", np.array([[1, 2], [250, 3]], dtype="uint8"))
     result = run_cli("grad", SAMPLES / "mlp.keras", "--all", "--input", tmp_path / "u8.npy", "-f", "json")
@@ -115,6 +116,7 @@ def test_no_partial_output_when_interrupted(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+@pytest.mark.slow
 def test_failing_command_writes_no_output_file(tmp_path):
     out = tmp_path / "out.json"
     npz = tmp_path / "g.npz"
@@ -132,6 +134,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS, ids=[a[0] + str(i) for i, a in enumerate(COMMANDS)])
 @pytest.mark.parametrize("name", ["mlp.keras", "mlp.h5", "mlp_savedmodel"])
 def test_read_only_model_and_input_are_unchanged(tmp_path, name, args):

@@ -124,6 +124,7 @@ def test_op_layer_allow_lists(layer, allowed):
     assert (findings == []) == bool(allowed), findings
 
 
+@pytest.mark.slow
 def test_unknown_class_without_module_is_custom_code(tmp_path):
     """A Keras 2 config names classes without a module; an unknown one is refused unless registered."""
     path = edited_h5_copy(
@@ -220,6 +221,7 @@ def test_the_loader_reads_the_bytes_that_were_scanned(keras, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_the_private_copy_is_removed(monkeypatch, tmp_path):
     import tempfile
 

@@ -63,6 +63,7 @@ def test_every_destination_is_checked_before_any_work(workdir, args):
     assert [p.name for p in workdir.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_grad_writes_npz_and_output_together(workdir):
     result = run_cli("grad", workdir / "m.keras", "--all", "--save-npz", workdir / "g.npz", "-o", workdir / "r.json")
     assert result.exit_code == 0, result.stderr
@@ -87,6 +88,7 @@ def test_new_file_gets_the_umask_mode(workdir):
     assert stat.S_IMODE((workdir / "new.txt").stat().st_mode) == 0o640
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["-o", "--save-npz"])
 def test_a_symlinked_output_is_followed_and_the_link_kept(workdir, option):
     target = workdir / "real.out"
@@ -161,6 +163,7 @@ def test_csv_formula_cells_are_neutralised_but_numbers_are_not(keras, tmp_path):
 # --- one line, the right exit status -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_corrupt_fingerprint_is_silent(workdir):
     """TensorFlow logs from C++ straight to file descriptor 2, so this runs in a subprocess."""
     (workdir / "sm" / "fingerprint.pb").write_bytes(b"\xff\x00garbage")
@@ -174,6 +177,7 @@ def test_corrupt_fingerprint_is_silent(workdir):
     assert proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_hdf5_input_with_several_datasets_must_name_one(workdir):
     with h5py.File(workdir / "two.h5", "w") as h5:
         h5["a"] = np.ones((2, 2), dtype=np.float32)
@@ -239,6 +243,7 @@ def test_corrupted_model_files_are_bad_input_never_a_bug(tmp_path, name):
     assert 2 in statuses
 
 
+@pytest.mark.slow
 def test_a_savedmodel_reached_through_a_link_loads_but_links_inside_are_refused(workdir):
     (workdir / "link_to_sm").symlink_to(workdir / "sm")
     assert run_cli("layers", workdir / "link_to_sm").exit_code == 0

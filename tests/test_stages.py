@@ -181,6 +181,7 @@ def test_parser_never_fails_uncleanly(text):
         assert isinstance(result, Expression)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, derandomize=True, deadline=None)
 @given(
     st.recursive(

@@ -45,6 +45,7 @@ def test_relu_and_max_pool_kinks_are_reported_as_kinks(keras, tmp_path):
     assert "kink" in table.stdout and "off only at kinks" in table.stderr
 
 
+@pytest.mark.slow
 def test_the_real_digit_cnn_passes_with_kinks_not_failures(real_models):
     result, data = _verify(real_models / "keras341_digit_cnn.keras", "conv2d_9", "--loss", "unit:3", "--random", "2")
     assert result.exit_code == 0, result.stdout + result.stderr

@@ -72,6 +72,7 @@ def test_middle_ellipsis_keeps_the_end():
     assert middle_ellipsis("functional/block_16_depthwise_BN_final", 20) == "functio…ise_BN_final"
 
 
+@pytest.mark.slow
 def test_flow_json_is_the_series_the_picture_is_drawn_from(tmp_path):
     result = run_cli("flow", SAMPLES / "cnn.keras", "--input", SAMPLES / "cnn_input.npy", "-f", "json")
     assert result.exit_code == 0, result.stderr
@@ -88,6 +89,7 @@ def test_flow_json_is_the_series_the_picture_is_drawn_from(tmp_path):
     assert flow["thresholds"] == {"vanishing": 1e-7, "exploding": 1e3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["flow", "grad", "check"])
 def test_plots_are_real_png_and_svg_files(tmp_path, command):
     pytest.importorskip("matplotlib")
@@ -154,6 +156,7 @@ def _on_a_terminal(*args: str, env: dict[str, str]) -> str:
     return seen.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_no_color_turns_colour_off_on_a_terminal_and_flags_override():
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     args = ("layers", str(SAMPLES / "mlp.keras"))
@@ -163,6 +166,7 @@ def test_no_color_turns_colour_off_on_a_terminal_and_flags_override():
     assert "\x1b[" not in _on_a_terminal(*args, "--no-color", env=env)
 
 
+@pytest.mark.slow
 def test_global_flags_work_after_the_command():
     result = run_cli("grad", "--debug", SAMPLES / "mlp.keras", "--from", "nope", "--to", "dense_2")
     assert result.exit_code == 2 and "Traceback" in result.stderr  # --debug took effect
@@ -170,6 +174,7 @@ def test_global_flags_work_after_the_command():
     assert piped.exit_code == 0 and "\x1b[" in piped.stdout
 
 
+@pytest.mark.slow
 def test_a_long_single_pass_job_shows_its_steps_on_a_terminal_only():
     """grad on one batch: loading TensorFlow and the model takes over a second, so a terminal sees
     the step names on stderr; stdout stays the data, and a pipe (CliRunner) sees no display."""
@@ -201,6 +206,7 @@ def test_sparkline_is_the_log_histogram_of_the_nonzero_finite_entries():
     assert sparkline(np.zeros(4)) == sparkline(None) == "—"
 
 
+@pytest.mark.slow
 def test_grad_hist_adds_a_sparkline_to_every_row():
     result = run_cli(
         "grad", SAMPLES / "cnn.keras", "--from", "conv1", "--to", "bn1", "--input", SAMPLES / "cnn_input.npy", "--hist"
@@ -210,6 +216,7 @@ def test_grad_hist_adds_a_sparkline_to_every_row():
     assert len(rows) == 6 and all(re.search(r"1e-?\d+ [ ▁▂▃▄▅▆▇█]{10} 1e-?\d+ │$", r) for r in rows), rows
 
 
+@pytest.mark.slow
 def test_flow_over_several_batches_shows_the_spread_of_the_batch_gradients():
     """spread = 1/sqrt(SNR) of the layer's noisiest variable, from the same run's noise scale."""
     data = SAMPLES / "mlp_dataset.h5"
@@ -231,6 +238,7 @@ def test_flow_over_several_batches_shows_the_spread_of_the_batch_gradients():
     assert "±" in chart and "5 batches of 64" in chart
 
 
+@pytest.mark.slow
 def test_verify_at_80_columns_keeps_every_gradient_name_whole(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     result = run_cli("verify", SAMPLES / "mlp.keras", "--layer", "dense_1")

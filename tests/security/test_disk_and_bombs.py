@@ -87,6 +87,7 @@ def _h5_input(path, shape, chunks, write):
     return path
 
 
+@pytest.mark.slow
 def test_a_fill_value_dataset_declaring_400m_rows_is_refused(tmp_path):
     path = _h5_input(tmp_path / "fill.h5", (400_000_000, 2), (65536, 2), write=False)
     assert path.stat().st_size < 1024**2
@@ -94,6 +95,7 @@ def test_a_fill_value_dataset_declaring_400m_rows_is_refused(tmp_path):
     assert "fill-value dataset" in line
 
 
+@pytest.mark.slow
 def test_a_chunk_larger_than_a_batch_could_use_is_refused(tmp_path):
     path = _h5_input(tmp_path / "chunk.h5", (9_000_000, 2), (9_000_000, 2), write=True)
     line = assert_one_error_line(

@@ -47,6 +47,7 @@ def test_a_numeric_training_config_is_ignored_like_any_compile_setting(tmp_path)
     assert_one_error_line(run_cli("grad", path, "--all", "--loss", "compiled"), "without a compiled loss")
 
 
+@pytest.mark.slow
 def test_a_string_typed_hdf5_input_is_bad_input(tmp_path):
     import h5py
 
@@ -55,6 +56,7 @@ def test_a_string_typed_hdf5_input_is_bad_input(tmp_path):
     assert_one_error_line(run_cli("grad", MODEL, "--all", "--input", tmp_path / "s.h5"), "holds strings")
 
 
+@pytest.mark.slow
 def test_a_zero_dimensional_npy_input_is_bad_input(tmp_path):
     np.save(tmp_path / "x.npy", np.array(1.0))
     line = assert_one_error_line(run_cli("grad", MODEL, "--all", "--input", tmp_path / "x.npy"), "--input")
