@@ -31,18 +31,6 @@ class Destination:
     option: str
 
 
-def input_paths(*specs: str | Path | None) -> list[Path]:
-    """The files a run reads, from option values (``data.h5:dataset`` names ``data.h5``)."""
-    out = []
-    for spec in specs:
-        if spec is None:
-            continue
-        text = str(spec)
-        head = text.split(":")[0]
-        out.append(Path(head if head.lower().endswith((".h5", ".hdf5")) else text))
-    return out
-
-
 def destination(path: str | Path, option: str, reads: Iterable[Path] = (), force: bool = True) -> Destination:
     """Check ``path`` as an output of ``option`` before any work is done; raise OutputError."""
     p = Path(path)

@@ -183,3 +183,48 @@ def test_every_command_validates_its_options_before_importing_tensorflow():
     codes, heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert codes == [2] * len(runs)
     assert heavy == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the gradinspect modules it imports (``from pkg import module`` counts as the module),
+    function-level and TYPE_CHECKING imports included."""
+    modules = {_module_name(p) for p in FILES}
+    graph: dict[str, set[str]] = {}
+    for path in FILES:
+        edges = set()
+        for _line, module, names in _imports(path):
+            for name in names or [""]:
+                target = f"{module}.{name}"
+                edges.add(target if target in modules else module)
+        graph[_module_name(path)] = edges & modules
+    return graph
+
+
+def test_no_import_circle_anywhere():
+    graph = _import_graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join([*path[path.index(module) :], module]))
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_no_command_module_imports_another():
+    """Commands share the engine's request building, not each other."""
+    graph = _import_graph()
+    crossing = [
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith("gradinspect.commands.")
+        for target in targets
+        if target.startswith("gradinspect.commands.") and target != module
+    ]
+    assert crossing == []

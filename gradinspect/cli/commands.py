@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from gradinspect.cli import main
+from gradinspect.cli.group import main
 from gradinspect.cli.options import (
     child_limits,
     data_options,

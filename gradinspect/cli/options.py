@@ -246,12 +246,12 @@ def split_list(value: str | None) -> list[str] | None:
 def files_read(model: str, *paths: Any, data: dict[str, Any] | None = None) -> list[Any]:
     """The files this run reads (model, custom objects, baseline, and with ``data`` its inputs, targets
     and ``--model-output NAME=FILE`` targets), which no output may overwrite."""
-    from gradinspect.output import input_paths
+    from gradinspect.engine.readers import data_file
 
     if data is not None:
         named = [o.partition("=")[2] for o in data.get("outputs", ()) if "=" in o]
         paths = (*paths, data.get("inputs"), data.get("target"), *named)
-    return input_paths(model, *paths)
+    return [data_file(p)[0] for p in (model, *paths) if p is not None]
 
 
 def child_limits(options: dict[str, Any]) -> Any:

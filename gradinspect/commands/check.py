@@ -216,7 +216,8 @@ def check(
     (loss, target, random, seed, …). With ``write_baseline``, the norm profile is saved there."""
     from gradinspect.artifacts.live import leaf_paths
     from gradinspect.artifacts.loading import as_loaded
-    from gradinspect.commands.grad import checked_options, inspect_gradients
+    from gradinspect.engine.options import checked_options
+    from gradinspect.engine.runner import run_gradients
 
     rules = rules or Rules()
     _check_rules(rules)
@@ -226,10 +227,10 @@ def check(
     loaded = as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
     if loaded.loader == "tf.saved_model":
         pairs = None if not layers else [(name, name) for name in layers]
-        grad = inspect_gradients(loaded, inputs, pairs, all_layers=not layers, **grad_options)
+        grad = run_gradients(loaded, inputs, pairs, all_layers=not layers, **grad_options)
     else:
         names = layers or leaf_paths(loaded.model)
-        grad = inspect_gradients(loaded, inputs, [(n, n) for n in names], **grad_options)
+        grad = run_gradients(loaded, inputs, [(n, n) for n in names], **grad_options)
     if write_baseline is not None:
         from gradinspect.output import atomic_write
 

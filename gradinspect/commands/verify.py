@@ -15,10 +15,10 @@ import numpy as np
 
 from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names, variable_name
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
-from gradinspect.commands.grad import objective_for, random_draw
-from gradinspect.commands.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.losses import check_loss_spec
+from gradinspect.engine.options import DataOptions, ModelOptions, check_data_options, split_options
+from gradinspect.engine.runner import objective_for, random_draw
 from gradinspect.engine.source import prepare_inputs
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradinspect.engine.stats import tensor_stats
-from gradinspect.errors import GradientError
 from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
@@ -29,16 +28,6 @@ NON_DIFFERENTIABLE = (
 UNUSED_VARIABLE = "no gradient: the signature does not use this variable"
 INTEGER = "no gradient: the tensor is integer-typed (e.g. an Embedding's indices); integers have no gradient"
 NOT_CALLED = "no gradient: the layer was not called in the forward pass"
-
-
-def require_differentiable(used: list[Any]) -> None:
-    """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
-    if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
-        dtypes = ", ".join(sorted({t.dtype.name for t in used}))
-        raise GradientError(
-            f"the model's output is {dtypes}, which has no gradient (an argmax or an integer cast at the end); "
-            "nothing can be differentiated — inspect a model that stops before that layer"
-        )
 
 
 def grad_report(

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from gradinspect.engine.capture import flatten, recording
-from gradinspect.engine.entries import require_differentiable
 from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
@@ -237,3 +236,13 @@ class SignatureSubject:
         result = self.fn(**feeds)
         outputs = [result[k] for k in sorted(result)] if isinstance(result, dict) else flatten(result)
         return outputs, {name: [[t]] for name, t in feeds.items()}
+
+
+def require_differentiable(used: list[Any]) -> None:
+    """Refuse a loss on outputs that have no gradient at all (an argmax or integer cast at the end)."""
+    if used and not any(getattr(t.dtype, "is_floating", False) for t in used):
+        dtypes = ", ".join(sorted({t.dtype.name for t in used}))
+        raise GradientError(
+            f"the model's output is {dtypes}, which has no gradient (an argmax or an integer cast at the end); "
+            "nothing can be differentiated — inspect a model that stops before that layer"
+        )

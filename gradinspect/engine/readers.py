@@ -16,16 +16,22 @@ from gradinspect.errors import InputDataError, ResourceLimitError
 from gradinspect.formatting import first_line
 
 
+def data_file(spec: str | Path) -> tuple[Path, str]:
+    """``file.h5:dataset`` -> (the file, the dataset name); any other spec is a path (``""``: no dataset)."""
+    text = str(spec)
+    head, _, dataset = text.partition(":")
+    if head.lower().endswith((".h5", ".hdf5")):
+        return Path(head), dataset
+    return Path(text), ""
+
+
 def read_arrays(spec: str, names: list[str]) -> dict[str, np.ndarray]:
     """Arrays from ``spec`` (a path, or ``file.h5:dataset``), keyed by input name.
 
     Only regular files are read, and every array's size is known from its header before it is
     read: the total is bounded by :func:`limits.max_memory`.
     """
-    path_str, _, dataset = (
-        spec.partition(":") if spec.lower().split(":")[0].endswith((".h5", ".hdf5")) else (spec, "", "")
-    )
-    p = Path(path_str)
+    p, dataset = data_file(spec)
     if not p.exists():
         raise InputDataError(f"{_label(spec)}: no such file")
     suffix = p.suffix.lower()
@@ -227,10 +233,7 @@ class H5Rows:
 def lazy_columns(spec: str, names: list[str]) -> dict[str, Any] | None:
     """Inputs read on demand, by input name: a ``.npy`` memory-mapped, HDF5 datasets slice by slice.
     None for the formats that are read whole (npz, csv, json)."""
-    path_str, _, dataset = (
-        spec.partition(":") if spec.lower().split(":")[0].endswith((".h5", ".hdf5")) else (spec, "", "")
-    )
-    p = Path(path_str)
+    p, dataset = data_file(spec)
     suffix = p.suffix.lower()
     if suffix not in (".npy", ".h5", ".hdf5") or not p.exists():
         return None

@@ -10,9 +10,9 @@ import numpy as np
 
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.engine.objective import Objective
+from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.source import InputSource, fingerprint
 from gradinspect.engine.stages import StageSpec
-from gradinspect.engine.streaming import BatchPlan
 from gradinspect.report import InputSpec
 
 

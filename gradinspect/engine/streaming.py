@@ -11,8 +11,8 @@ Stage-2 losses are summed over the batches (see :class:`StageSums`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from gradinspect.engine.distributed import DistributedStep
 from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
+from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.stages import StageSums
 from gradinspect.engine.stats import StreamingStats
 from gradinspect.errors import GradientError
@@ -32,26 +33,6 @@ _MEAN_TYPE = frozenset({"mean", *KERAS_LOSSES})
 # Receives each batch's per-sample output gradients by --save-h5 key, the batch's first row, all rows.
 OutputSink = Callable[[dict[str, np.ndarray], int, int], None]
 Progress = Callable[[int, int, int], None]
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """``n`` samples in batches of ``batch_size`` (the last may be short), at most ``max_batches``."""
-
-    n: int
-    batch_size: int
-    max_batches: int | None = None
-
-    def ranges(self) -> Iterator[tuple[int, int]]:
-        for i, start in enumerate(range(0, self.n, self.batch_size)):
-            if self.max_batches is not None and i >= self.max_batches:
-                return
-            yield start, min(start + self.batch_size, self.n)
-
-    @property
-    def samples(self) -> int:
-        """How many samples the plan reads (fewer than ``n`` when ``max_batches`` stops it early)."""
-        return sum(stop - start for start, stop in self.ranges())
 
 
 def is_mean_type(objective: Objective) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gradinspect.engine.losses import check_loss_spec
+from gradinspect.engine.readers import data_file
+from gradinspect.engine.stages import parse_stages
 from gradinspect.errors import InputDataError, UsageProblem
-from gradinspect.output import input_paths
 
 T = TypeVar("T")
 
@@ -63,7 +66,7 @@ def check_data_options(data: DataOptions) -> None:
     files = [("--model-output", o.partition("=")[2]) for o in data.outputs if "=" in o]
     for option, spec in (("--input", data.inputs), ("--target", data.target), *files):
         if isinstance(spec, (str, Path)):
-            path = input_paths(spec)[0]
+            path = data_file(spec)[0]
             if not path.exists():
                 raise InputDataError(f"{option} {spec}: no such file")
     if data.random < 1:
@@ -82,3 +85,33 @@ def check_data_options(data: DataOptions) -> None:
         raise UsageProblem("--devices runs the compiled step; drop --compile never")
     if data.input_shape is not None and any(d < 1 for d in data.input_shape):
         raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")
+
+
+@dataclass(frozen=True)
+class GradOptions:
+    """What ``grad`` reports besides the pairs: every consecutive layer pair, and stage 2."""
+
+    all_layers: bool = False
+    stage1: str | None = None
+    stage2: str | None = None
+    through: bool = False
+    signature: str | None = None  # a SavedModel's signature (default: serving_default, else the first)
+    progress: Callable[[int, int, int], None] | None = None  # (batches done, batches, samples done)
+    sink: Callable[[dict[str, Any], int, int], None] | None = None  # (arrays by key, first row, rows): --save-h5
+
+
+# Any number of model outputs, for checking expressions before the model is loaded.
+_ANY_OUTPUTS = 1024
+
+
+def checked_options(inputs: Any, options: dict[str, Any]) -> tuple[GradOptions, DataOptions, ModelOptions]:
+    """The keyword options of a gradient run as typed values, with every check that needs no model done."""
+    grad_opts, data, model_opts = split_options(options, GradOptions, DataOptions, ModelOptions)
+    data = replace(data, inputs=inputs)
+    check_data_options(data)
+    check_loss_spec(data.loss, data.target is not None or any("=" in o for o in data.outputs))
+    # The expressions' syntax and names, before loading; y0..yN are checked again once N is known.
+    parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, _ANY_OUTPUTS, data.target is not None)
+    if data.devices and grad_opts.stage2 is not None:
+        raise UsageProblem("--devices runs the compiled step; --stage2 runs eagerly on one device: drop one of them")
+    return grad_opts, data, model_opts
