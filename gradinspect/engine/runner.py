@@ -41,15 +41,8 @@ DEFAULT_BATCH = 32
 def run_gradients(
     model_or_path: Any, inputs: Any = None, pairs: list[tuple[str, str]] | None = None, **options: Any
 ) -> GradReport:
-    """Gradients of the loss w.r.t. the outputs and trainable variables of each pair's layers.
-
-    ``model_or_path`` is a path, a LoadedModel or a live Keras model; ``inputs`` is a file spec
-    (as ``--input``), an array, a dict of arrays keyed by input name, or None for seeded random
-    samples. ``options`` are the fields of :class:`GradOptions`, :class:`DataOptions` (``loss``,
-    ``target``, ``training``, ``random``, ``seed``, ``input_shape``, ``samples``, ``batch_size``)
-    and :class:`ModelOptions` (``custom_objects``, ``unsafe``). Raises GradinspectError
-    subclasses for every expected failure; options that need no model are checked first.
-    """
+    """The GradReport of one gradient run; the contract is :func:`gradinspect.inspect_gradients`'s
+    (``options``: the fields of GradOptions, DataOptions and ModelOptions, checked before loading)."""
     grad_opts, data, model_opts = checked_options(inputs, options)
     strategy = device_strategy(data.devices) if data.devices else None  # before TensorFlow starts
     say(grad_opts.progress, "loading the model")
