@@ -13,6 +13,7 @@ __all__ = [
     "__version__",
     "assert_healthy",
     "check",
+    "inspect_flow",
     "inspect_gradients",
     "list_layers",
     "load_model",
@@ -23,6 +24,7 @@ __all__ = [
 if TYPE_CHECKING:
     from gradinspect.artifacts.loading import load_model
     from gradinspect.commands.check import assert_healthy, check
+    from gradinspect.commands.flow import inspect_flow
     from gradinspect.commands.grad import inspect_gradients
     from gradinspect.commands.layers import list_layers
     from gradinspect.commands.verify import verify
@@ -43,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from gradinspect.commands.grad import inspect_gradients
 
         return inspect_gradients
+    if name == "inspect_flow":
+        from gradinspect.commands.flow import inspect_flow
+
+        return inspect_flow
     if name == "list_layers":
         from gradinspect.commands.layers import list_layers
 
