@@ -247,3 +247,21 @@ def test_verify_at_80_columns_keeps_every_gradient_name_whole(monkeypatch):
     assert all(len(line) <= 80 for line in lines)
     for key in ("output/dense_1", "input/dense_1", "weight/dense_1/kernel", "weight/dense_1/bias"):
         assert any(f"│ {key} " in line for line in lines), key
+
+
+@pytest.mark.slow
+def test_flow_on_a_layer_whose_gradient_is_all_nan_reports_it(keras, tmp_path):
+    """A gradient with no finite entry has no norm: the layer's row says non-finite (it used to be exit 70)."""
+    import json
+
+    import numpy as np
+
+    x = keras.Input((2,), name="x")
+    bad = keras.layers.Dense(2, name="bad")
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(bad(x)))
+    bad.set_weights([np.full((2, 2), np.nan, np.float32), np.zeros(2, np.float32)])
+    model.save(tmp_path / "nan.keras")
+    result = run_cli("flow", tmp_path / "nan.keras", "--random", "2", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["layer"]: row for row in json.loads(result.stdout)["layers"]}
+    assert rows["out"]["status"] == "non-finite" and rows["out"]["nonfinite"] == 2

@@ -24,7 +24,7 @@ from importlib import resources
 
 @cache
 def _names(file: str) -> frozenset[str]:
-    text = resources.files("gradinspect.artifacts").joinpath("data", file).read_text(encoding="utf-8")
+    text = resources.files("gradinspect.artifacts").joinpath("data").joinpath(file).read_text(encoding="utf-8")
     return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
@@ -96,7 +96,7 @@ _RANDOM = frozenset(
 )
 
 
-def tf_symbol_allowed(name: str) -> bool:
+def tf_symbol_allowed(name: object) -> bool:
     """True when a TFOpLambda/SlicingOpLambda may call the TF symbol ``name`` (``math.add``, ``reshape``)."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
         return False

@@ -155,7 +155,14 @@ def _callee(node: Node, library: dict[str, Function]) -> str | None:
     return None
 
 
-def _inline(library, fn: Function, arg_refs: dict[str, str], prefix: tuple[str, str], out: list[Node], depth):
+def _inline(
+    library: dict[str, Function],
+    fn: Function,
+    arg_refs: dict[str, str],
+    prefix: tuple[str, str],
+    out: list[Node],
+    depth: int,
+) -> dict[str, str]:
     """Append ``fn``'s nodes to ``out`` (calls inlined); return its outputs' refs by output name."""
     if depth > _MAX_DEPTH:
         raise ValueError("function calls nested too deeply")
@@ -238,7 +245,9 @@ def encode_node(node: Node, inputs: list[str]) -> Any:
     return ndef
 
 
-def encode_function(name: str, args: list[tuple[str, int]], outs: list[tuple[str, int]], nodes, ret) -> Any:
+def encode_function(
+    name: str, args: list[tuple[str, int]], outs: list[tuple[str, int]], nodes: list[Any], ret: dict[str, str]
+) -> Any:
     """A FunctionDef message from a name, (arg, DataType) inputs and outputs, NodeDef messages and the ret map."""
     arg_def = protos.message_class("tensorflow.OpDef.ArgDef")
     signature = protos.new(

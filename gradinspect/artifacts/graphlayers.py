@@ -116,8 +116,8 @@ def recover_layers(flat: FlatFunction, saved: SavedGraph) -> list[GraphLayer]:
             members.setdefault("/".join(parts[: depth + 1]), []).append(node)
     # A scope named like a node is that op's own helpers (``Mul/ReadVariableOp``), and a scope of
     # plumbing alone computes nothing: neither is a layer.
-    ops = {n.group for n in flat.nodes}
-    members = {s: ns for s, ns in members.items() if s not in ops and any(n.op not in _PLUMBING for n in ns)}
+    groups = {n.group for n in flat.nodes}
+    members = {s: ns for s, ns in members.items() if s not in groups and any(n.op not in _PLUMBING for n in ns)}
     members = _nested(members)
     order = {n.name: i for i, n in enumerate(flat.nodes)}
     by_name = {n.name: n for n in flat.nodes}
@@ -193,7 +193,7 @@ def _scope_outputs(flat: FlatFunction, members: dict[str, list[Node]]) -> dict[s
     return {scope: ref for scope, (_, ref) in best.items()}
 
 
-def _variables(nodes: list[Node], flat: FlatFunction, saved: SavedGraph) -> tuple:
+def _variables(nodes: list[Node], flat: FlatFunction, saved: SavedGraph) -> tuple[Any, ...]:
     found = []
     for node in nodes:
         if node.op in _VARIABLE_READS and node.inputs and node.inputs[0] in flat.arg_sources:
@@ -203,7 +203,14 @@ def _variables(nodes: list[Node], flat: FlatFunction, saved: SavedGraph) -> tupl
     return tuple(dict.fromkeys(found))
 
 
-def _layer(scope, ops, output, variables, reason=None, lookup=None) -> GraphLayer:
+def _layer(
+    scope: str,
+    ops: tuple[str, ...],
+    output: tuple[str, Node] | None,
+    variables: tuple[Any, ...],
+    reason: str | None = None,
+    lookup: dict[str, Node] | None = None,
+) -> GraphLayer:
     ref, producer = output if output else (None, None)
     shape = dtype = None
     if producer is not None:
@@ -218,8 +225,9 @@ def _dtype(node: Node, lookup: dict[str, Node]) -> str | None:
     ``T``), and such an op keeps its input's dtype, so follow the first input a few steps back."""
     for _ in range(8):
         for key in ("T", "dtype", "out_type", "DstT", "Tout"):
-            if key in node.attrs and attr_type(node.attrs[key]) is not None:
-                return DTYPES.get(attr_type(node.attrs[key]))
+            found = attr_type(node.attrs[key]) if key in node.attrs else None
+            if found is not None:
+                return DTYPES.get(found)
         inputs = [r for r in node.inputs if not r.startswith("^")]
         if not inputs or inputs[0].split(":")[0] not in lookup:
             return None
@@ -281,12 +289,12 @@ def _named(layers: list[GraphLayer]) -> list[GraphLayer]:
 def _shared_calls(layers: list[GraphLayer], wanted: list[str]) -> tuple[list[GraphLayer], list[str]]:
     """Scopes that read the same variables under the same name are the calls of one shared layer
     (``shared_1``, ``shared_3``): one layer whose further calls are ``calls``, as Keras reports it."""
-    first: dict[tuple[str, frozenset], int] = {}
+    first: dict[tuple[str, frozenset[Any]], int] = {}
     merged: list[GraphLayer] = []
     names: list[str] = []
     for g, name in zip(layers, wanted):
         key = (name, frozenset(source for _, source, _ in g.variables))
-        if g.variables and not g.reason and key in first:
+        if g.variables and not g.reason and g.output and key in first:
             i = first[key]
             merged[i] = replace(merged[i], calls=(*merged[i].calls, g.output))
             continue
@@ -329,7 +337,9 @@ def _row(g: GraphLayer, known: dict[str, VariableInfo]) -> LayerRow:
         trainable = info.trainable if info else True
         variables.append(VariableInfo(_SUFFIX.sub("", leaf) if info else leaf, shape, dtype, trainable))
     params = sum(math.prod(v.shape) for v in variables)
-    trainable = sum(math.prod(v.shape) for v in variables if v.trainable)
+    trainable_params = sum(math.prod(v.shape) for v in variables if v.trainable)
     ops = ", ".join(g.ops[:3]) + (", …" if len(g.ops) > 3 else "")
-    usable = trainable > 0 or not variables
-    return LayerRow(g.name, ops, g.shape, params, trainable, usable, 0, (), tuple(variables), g.dtype, g.reason)
+    usable = trainable_params > 0 or not variables
+    return LayerRow(
+        g.name, ops, g.shape, params, trainable_params, usable, variables=tuple(variables), dtype=g.dtype, note=g.reason
+    )

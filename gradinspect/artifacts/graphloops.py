@@ -39,7 +39,9 @@ def convertible(node: Node, arg: str, library: dict[str, Function]) -> bool:
     return all(_only_read(library[n], position[0]) for n in names)
 
 
-def rewrite_loop(node: Node, values: dict[str, Value], library: dict[str, Function], suffix: str):
+def rewrite_loop(
+    node: Node, values: dict[str, Value], library: dict[str, Function], suffix: str
+) -> tuple[Node, dict[str, Any]]:
     """The While ``node`` with the resource inputs in ``values`` as values, and its new body and
     condition as ``{name: FunctionDef message}``."""
     positions = {i: values[ref] for i, ref in enumerate(node.inputs) if ref in values}

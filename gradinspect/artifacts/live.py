@@ -16,7 +16,7 @@ def _size(shape: Any) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def shape_of(value: Any) -> tuple | None:
+def shape_of(value: Any) -> tuple[Any, ...] | None:
     try:
         dims = value.as_list() if hasattr(value, "as_list") else list(value)
     except (TypeError, ValueError):
@@ -105,7 +105,7 @@ def savedmodel_variables(obj: Any) -> list[Any]:
     """
     import tensorflow as tf
 
-    seen: dict[tuple[str, tuple], Any] = {}
+    seen: dict[tuple[str, tuple[Any, ...]], Any] = {}
     for node in tf.train.TrackableView(obj).descendants():
         if isinstance(node, tf.Variable):
             seen.setdefault((node.name, tuple(node.shape.as_list())), node)

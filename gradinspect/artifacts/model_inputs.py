@@ -53,7 +53,7 @@ def _input_dim(layer: dict[str, Any] | None) -> int:
     return int(value) if isinstance(value, int) and value > 0 else 0
 
 
-def built_input_shapes(artifact: Artifact) -> list[tuple | None]:
+def built_input_shapes(artifact: Artifact) -> list[tuple[Any, ...] | None]:
     """Input shapes a tf.keras SavedModel's metadata recorded when its layers were built.
 
     A Sequential saved after being called, not declared with an input shape, lists its input as
@@ -61,7 +61,7 @@ def built_input_shapes(artifact: Artifact) -> list[tuple | None]:
     """
     if not artifact.metadata_nodes or not has_layer_structure(artifact.config):
         return []
-    built = {}
+    built: dict[Any, Any] = {}  # by the name the metadata gives (None when it gives none)
     for node in artifact.metadata_nodes:
         shape = node.get("build_input_shape")
         shape = shape.get("items") if isinstance(shape, dict) else shape

@@ -26,7 +26,7 @@ DT_RESOURCE = 20
 
 @cache
 def _pool() -> descriptor_pool.DescriptorPool:
-    raw = resources.files("gradinspect.artifacts").joinpath("data", "tf_protos.desc").read_bytes()
+    raw = resources.files("gradinspect.artifacts").joinpath("data").joinpath("tf_protos.desc").read_bytes()
     pool = descriptor_pool.DescriptorPool()
     for file in descriptor_pb2.FileDescriptorSet.FromString(raw).file:
         pool.Add(file)

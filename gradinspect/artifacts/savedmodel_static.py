@@ -87,7 +87,7 @@ def _shape(proto: Any) -> tuple[Any, ...] | None:
 
 
 def _variables(objects: Any) -> list[tuple[str, VariableInfo]]:
-    seen: dict[tuple[str, tuple], tuple[str, VariableInfo]] = {}
+    seen: dict[tuple[str, tuple[Any, ...]], tuple[str, VariableInfo]] = {}
     for obj in objects.nodes:
         if not obj.HasField("variable"):
             continue

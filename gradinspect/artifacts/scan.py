@@ -84,7 +84,9 @@ def _strings_under(node: Any, key: str) -> Iterator[str]:
 
 
 class _Scanner:
-    def __init__(self, registered: frozenset[str], names: frozenset[str], out: list[Finding], code_only=False):
+    def __init__(
+        self, registered: frozenset[str], names: frozenset[str], out: list[Finding], code_only: bool = False
+    ) -> None:
         self.registered = registered
         self.names = names
         self.out = out
@@ -221,8 +223,8 @@ def _op_layer_reason(class_name: str, inner: Any) -> str | None:
 
 
 def _layer_name(node: dict[str, Any], inner: Any) -> str | None:
-    if isinstance(inner, dict) and isinstance(inner.get("name"), str):
-        return inner["name"]
-    if isinstance(node.get("name"), str):
-        return node["name"]
+    for source in (inner, node):
+        name = source.get("name") if isinstance(source, dict) else None
+        if isinstance(name, str):
+            return name
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-Shape = tuple  # tuple[int | None, ...]
+Shape = tuple[Any, ...]  # tuple[int | None, ...]
 
 _SAME_SHAPE = frozenset(
     """Activation Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise

@@ -60,7 +60,7 @@ def _model_name(config: dict[str, Any]) -> str | None:
     return inner.get("name") if isinstance(inner, dict) else None
 
 
-def _batch_shape(cfg: dict[str, Any]) -> tuple | None:
+def _batch_shape(cfg: dict[str, Any]) -> tuple[Any, ...] | None:
     shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
     if isinstance(shape, dict) and "items" in shape:  # tf.keras SavedModel tuple encoding
         shape = shape["items"]
@@ -74,7 +74,7 @@ def _dtype(cfg: dict[str, Any]) -> str | None:
     return dtype if isinstance(dtype, str) else None
 
 
-def _as_shape(value: Any) -> tuple | None:
+def _as_shape(value: Any) -> tuple[Any, ...] | None:
     if isinstance(value, list) and all(v is None or isinstance(v, int) for v in value):
         return tuple(value)
     return None
@@ -105,7 +105,7 @@ class _Walker:
     # -- models -----------------------------------------------------------------------------
 
     def walk_model(
-        self, cfg: dict[str, Any], place: _Place, input_shapes: list[tuple | None] | None = None
+        self, cfg: dict[str, Any], place: _Place, input_shapes: list[tuple[Any, ...] | None] | None = None
     ) -> tuple[Any, list[InputSpec]]:
         """Emit rows for every layer of ``cfg``; return its output shape and its inputs."""
         inner = cfg["config"]
@@ -116,10 +116,12 @@ class _Walker:
             return self._walk_sequential(cfg, layers, place, input_shapes)
         return self._walk_functional(inner, layers, place)
 
-    def _walk_sequential(self, cfg, layers, place, input_shapes):
+    def _walk_sequential(
+        self, cfg: dict[str, Any], layers: list[Any], place: _Place, input_shapes: list[tuple[Any, ...] | None] | None
+    ) -> tuple[Any, list[InputSpec]]:
         inner = cfg["config"]
         inputs: list[InputSpec] = []
-        shape: tuple | None = None
+        shape: tuple[Any, ...] | None = None
         body = list(layers)
         if body and body[0].get("class_name") == "InputLayer":
             first = body.pop(0)["config"]
@@ -144,14 +146,14 @@ class _Walker:
             shape = out if isinstance(out, tuple) and not (out and isinstance(out[0], tuple)) else None
         return shape, inputs
 
-    def _walk_functional(self, inner, layers, place):
-        recorded: dict[tuple[str, int, int], tuple] = {}
+    def _walk_functional(self, inner: dict[str, Any], layers: list[Any], place: _Place) -> tuple[Any, list[InputSpec]]:
+        recorded: dict[tuple[str, int, int], tuple[Any, ...]] = {}
         for layer in layers:
             for node in layer.get("inbound_nodes") or []:
                 for name, node_i, tensor_i, shape in node_inputs(node):
                     if shape is not None:
                         recorded[(name, node_i, tensor_i)] = shape
-        computed: dict[tuple[str, int, int], tuple | None] = {}
+        computed: dict[tuple[str, int, int], tuple[Any, ...] | None] = {}
         inputs: list[InputSpec] = []
         for layer in layers:
             lname = layer.get("name") or layer["config"].get("name")
@@ -180,7 +182,9 @@ class _Walker:
 
     # -- one layer --------------------------------------------------------------------------
 
-    def _derive(self, layer: dict[str, Any], ins: list[tuple | None], recorded: tuple | None) -> Any:
+    def _derive(
+        self, layer: dict[str, Any], ins: list[tuple[Any, ...] | None], recorded: tuple[Any, ...] | None
+    ) -> Any:
         if layer.get("class_name") == "InputLayer":
             return _batch_shape(layer["config"])
         derived = shapes.infer(layer["class_name"], layer["config"], ins)
@@ -190,7 +194,9 @@ class _Walker:
             return recorded
         return derived
 
-    def _layer(self, layer: dict[str, Any], place: _Place, ins: list[tuple | None], recorded: tuple | None) -> Any:
+    def _layer(
+        self, layer: dict[str, Any], place: _Place, ins: list[tuple[Any, ...] | None], recorded: tuple[Any, ...] | None
+    ) -> Any:
         cls = layer.get("class_name", "?")
         cfg = layer.get("config") or {}
         lname = layer.get("name") or cfg.get("name") or snake_case(cls)
@@ -226,7 +232,13 @@ class _Walker:
         return out
 
 
-def _lookup(recorded: dict, computed: dict, name: str, node: int, tensor: int) -> tuple | None:
+def _lookup(
+    recorded: dict[tuple[str, int, int], Any],
+    computed: dict[tuple[str, int, int], Any],
+    name: str,
+    node: int,
+    tensor: int,
+) -> tuple[Any, ...] | None:
     """Shape of tensor ``tensor`` of call ``node`` of layer ``name``.
 
     tf.keras numbers a nested Sequential's calls from 1 (its own build is call 0) while its
@@ -234,10 +246,11 @@ def _lookup(recorded: dict, computed: dict, name: str, node: int, tensor: int) -
     """
     exact = recorded.get((name, node, tensor)) or computed.get((name, node, tensor))
     if exact is not None:
-        return exact
+        return tuple(exact)
     calls = {k[1] for k in computed if k[0] == name and k[2] == tensor}
     if len(calls) == 1:
-        return computed[(name, calls.pop(), tensor)]
+        found = computed[(name, calls.pop(), tensor)]
+        return None if found is None else tuple(found)
     return None
 
 
@@ -247,7 +260,7 @@ def _normalize(out: Any) -> Any:
     return out
 
 
-def _split_outputs(out: Any) -> list[tuple | None]:
+def _split_outputs(out: Any) -> list[tuple[Any, ...] | None]:
     if isinstance(out, list):
         return out
     if isinstance(out, tuple) and out and isinstance(out[0], tuple):
@@ -268,9 +281,9 @@ def _tensor_refs(spec: Any) -> list[tuple[str, int, int]]:
     return refs
 
 
-def node_inputs(node: Any) -> list[tuple[str, int, int, tuple | None]]:
+def node_inputs(node: Any) -> list[tuple[str, int, int, tuple[Any, ...] | None]]:
     """The tensors one call consumes: (layer, node, tensor, recorded shape or None)."""
-    found: list[tuple[str, int, int, tuple | None]] = []
+    found: list[tuple[str, int, int, tuple[Any, ...] | None]] = []
     if isinstance(node, dict) and "args" in node:  # Keras 3
         _keras3_tensors(node.get("args"), found)
         _keras3_tensors(node.get("kwargs"), found)
@@ -281,7 +294,7 @@ def node_inputs(node: Any) -> list[tuple[str, int, int, tuple | None]]:
     return found
 
 
-def _keras3_tensors(obj: Any, out: list[tuple[str, int, int, tuple | None]]) -> None:
+def _keras3_tensors(obj: Any, out: list[tuple[str, int, int, tuple[Any, ...] | None]]) -> None:
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
             cfg = obj.get("config") or {}
@@ -314,6 +327,8 @@ def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | N
     chosen = [refs[i] for i in (outputs if outputs is not None else range(len(refs))) if i < len(refs)]
     parents: dict[str, set[str]] = {}
     for layer, name in zip(layers, names):
+        if not isinstance(name, str):
+            continue
         parents[name] = {n for node in layer.get("inbound_nodes") or [] for n, *_ in node_inputs(node)}
     seen: set[str] = set()
     stack = [name for name, _, _ in chosen]
@@ -326,9 +341,9 @@ def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | N
     return seen
 
 
-def declared_input_shapes(artifact: Artifact) -> list[tuple | None]:
+def declared_input_shapes(artifact: Artifact) -> list[tuple[Any, ...] | None]:
     """The input shapes (batch included) a model's config declares, in config order; [] when unknown."""
-    if not has_layer_structure(artifact.config):
+    if artifact.config is None or not has_layer_structure(artifact.config):
         return []
     try:
         _, inputs = _Walker(WeightShapes(None, artifact.format)).walk_model(artifact.config, _Place())

@@ -94,18 +94,18 @@ def layers(model: str, signature: str | None, fmt: str, output: str | None, **op
     help="Save the per-sample output gradients of every batch as HDF5 datasets output/<layer>, shape (N, ...).",
 )
 def grad(
-    model,
-    custom_objects,
-    unsafe,
-    from_,
-    to,
-    pair,
-    all_layers,
-    fmt,
-    output,
-    save_npz,
-    save_h5,
-    force,
+    model: str,
+    custom_objects: str | None,
+    unsafe: bool,
+    from_: str | None,
+    to: str | None,
+    pair: tuple[str, ...],
+    all_layers: bool,
+    fmt: str,
+    output: str | None,
+    save_npz: str | None,
+    save_h5: str | None,
+    force: bool,
     **data_options_values: Any,
 ) -> None:
     """Gradients of a loss w.r.t. layer outputs and layer weights, for chosen layer pairs.
@@ -156,10 +156,11 @@ _STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through 
 
 def _rules(options: dict[str, Any], baseline: str | None) -> Any:
     """The check's rules: the flags, over the top-level thresholds of --rules FILE, and its per-layer tables."""
-    from gradinspect.commands.check import Rules, read_rules
+    from gradinspect.commands.check import read_rules
+    from gradinspect.report import Rules
 
     defaults, per_layer = read_rules(options["rules_file"]) if options["rules_file"] else ({}, ())
-    flags = {k: options[k] if options[k] is not None else defaults.get(k) for k in _RULE_OPTIONS}
+    flags: dict[str, Any] = {k: options[k] if options[k] is not None else defaults.get(k) for k in _RULE_OPTIONS}
     return Rules(**flags, baseline=baseline, rtol=options["rtol"], per_layer=per_layer)
 
 
@@ -197,7 +198,7 @@ _NON_NEGATIVE = click.FloatRange(min=0)
 @plot_options
 @output_options(CheckReport, files=True)
 @click.pass_context
-def check(ctx: click.Context, model: str, **options: Any) -> None:
+def check(ctx: click.Context, /, model: str, **options: Any) -> None:
     """Check that MODEL back-propagates healthy gradients: a smoke test for CI.
 
     One forward and one backward pass give the gradient of every trainable variable
@@ -265,7 +266,7 @@ def check(ctx: click.Context, model: str, **options: Any) -> None:
 )
 @output_options(VerifyReport)
 @click.pass_context
-def verify(ctx: click.Context, model: str, layer: str, **options: Any) -> None:
+def verify(ctx: click.Context, /, model: str, layer: str, **options: Any) -> None:
     """Verify LAYER's gradients against central finite differences (like torch.autograd.gradcheck).
 
     The model is rebuilt in float64 (float32 differences are only good to ~1e-4); the

@@ -107,7 +107,7 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
     """Input data and loss, shared by grad, check and verify: ``--input``, ``--random``, ``--seed``,
     ``--input-shape``, ``--samples START:STOP``, ``--batch-size``, ``--loss``, ``--target`` and (when
     ``training``) ``--training``; :func:`data_values` turns them into the core calls' keywords."""
-    options = [
+    options: list[Any] = [
         click.option(
             "--input", "input_", metavar="FILE", help="Input data: .npy, .npz, .csv, .json, data.h5[:dataset]."
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -262,9 +263,9 @@ def read_rules(path: str | Path) -> tuple[dict[str, float], tuple[tuple[str, dic
     """``--rules FILE.toml``: top-level thresholds (defaults the flags override) and ``[[layer]]``
     tables, each a ``match`` glob on layer names and thresholds. Keys as the flags: max-norm,
     min-norm, max-zero-fraction, max-ratio. UsageProblem for anything else, before any work."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
     raw = limits.read_regular(path, _MAX_RULES_FILE, f"--rules {path}")  # never a FIFO or /dev/zero
     try:

@@ -31,7 +31,7 @@ def _to_float64(config: Any) -> Any:
         return [_to_float64(c) for c in config]
     if not isinstance(config, dict):
         return config
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in config.items():
         if key == "dtype" and isinstance(value, str) and ("float" in value or value.startswith("mixed")):
             out[key] = "float64"

@@ -44,13 +44,15 @@ class _Probe:
 
     target: str
     tape: np.ndarray
-    perturb: Callable[[tuple, float], None]
+    perturb: Callable[[tuple[Any, ...], float], None]
 
 
 class LayerDifferences:
     """The float64 copy, its inputs and objective, and the layer under test."""
 
-    def __init__(self, copy: Any, input_names: list[str], feeds: dict, objective: Objective, settings: Settings):
+    def __init__(
+        self, copy: Any, input_names: list[str], feeds: dict[str, Any], objective: Objective, settings: Settings
+    ):
         self.copy, self.input_names, self.feeds, self.loss, self.settings = (
             copy,
             input_names,
@@ -101,7 +103,7 @@ class LayerDifferences:
         order = {"output": 0, "input": 1, "weight": 2}
         return sorted(probes, key=lambda p: order[p.target.split("/", 1)[0]])
 
-    def _entry(self, probe: _Probe, plan: list[tuple], base: float, resolution: float) -> VerifyEntry:
+    def _entry(self, probe: _Probe, plan: list[tuple[Any, ...]], base: float, resolution: float) -> VerifyEntry:
         measured = {}
         for idx in plan:
             probe.perturb(idx, self.settings.eps)
@@ -124,10 +126,12 @@ class LayerDifferences:
         feed = self.feeds[self.input_names[0]] if len(self.input_names) == 1 else self.feeds
         return float(self.loss(flatten(self.copy(feed, training=False))).numpy())
 
-    def _tensor_perturbation(self, kind: str, call: int, shape: tuple) -> Callable[[tuple, float], None]:
+    def _tensor_perturbation(
+        self, kind: str, call: int, shape: tuple[Any, ...]
+    ) -> Callable[[tuple[Any, ...], float], None]:
         import tensorflow as tf
 
-        def perturb(idx: tuple, step: float) -> None:
+        def perturb(idx: tuple[Any, ...], step: float) -> None:
             if step == 0.0:
                 self._shift = None
                 return
@@ -168,10 +172,10 @@ def _add_first(value: Any, delta: Any) -> Any:
     return value + delta
 
 
-def _variable_perturbation(var: Any) -> Callable[[tuple, float], None]:
+def _variable_perturbation(var: Any) -> Callable[[tuple[Any, ...], float], None]:
     base = var.numpy().copy()
 
-    def perturb(idx: tuple, step: float) -> None:
+    def perturb(idx: tuple[Any, ...], step: float) -> None:
         changed = base.copy()
         changed[idx] += step
         var.assign(changed)
@@ -179,13 +183,15 @@ def _variable_perturbation(var: Any) -> Callable[[tuple, float], None]:
     return perturb
 
 
-def _indices(shape: tuple, k: int, rng: np.random.Generator) -> list[tuple]:
+def _indices(shape: tuple[Any, ...], k: int, rng: np.random.Generator) -> list[tuple[Any, ...]]:
     size = int(np.prod(shape)) if shape else 1
     flat = np.arange(size) if size <= k else np.sort(rng.choice(size, size=k, replace=False))
     return [tuple(int(i) for i in np.unravel_index(f, shape)) for f in flat]
 
 
-def judge(target: str, tape: np.ndarray, measured: dict, tol: float, resolution: float) -> VerifyEntry:
+def judge(
+    target: str, tape: np.ndarray, measured: dict[tuple[Any, ...], Any], tol: float, resolution: float
+) -> VerifyEntry:
     """Compare the tape with ``measured[idx] = (central, forward, backward)`` at each checked index.
 
     An entry fails when |tape - central| / max(1, |central|) exceeds ``tol``, unless the one-sided

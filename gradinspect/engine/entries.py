@@ -35,7 +35,7 @@ def grad_report(
     info: ModelInfo,
     loss_value: float,
     pairs: tuple[PairReport, ...],
-    arrays: dict,
+    arrays: dict[str, Any],
     batches: int | None = None,
     noise: Noise | None = None,
 ) -> GradReport:
@@ -66,7 +66,7 @@ def grad_report(
         loss_spec=spec,
         loss_value=loss_value,
         input_source=request.source,
-        batch_size=request.plan.batch_size if batches else request.samples,
+        batch_size=request.plan.batch_size if batches and request.plan else request.samples,
         training=request.training,
         pairs=pairs,
         notes=tuple(notes),
@@ -90,7 +90,7 @@ def rounding_noise(pairs: tuple[PairReport, ...], loss_value: float) -> float | 
     return top if top <= _NOISE * max(1.0, abs(loss_value)) else None
 
 
-def output_entry(tg: TensorGradient, reason: str, arrays: dict, tensors: int = 1) -> OutputGradient:
+def output_entry(tg: TensorGradient, reason: str, arrays: dict[str, Any], tensors: int = 1) -> OutputGradient:
     """The entry for one recorded tensor (``tensors``: how many its call returned); its raw gradient
     goes into ``arrays`` under its ``--save-npz`` key."""
     shape = tuple(int(d) for d in tg.tensor.shape)
@@ -103,14 +103,14 @@ def output_entry(tg: TensorGradient, reason: str, arrays: dict, tensors: int = 1
     return entry
 
 
-def _store(arrays: dict, key: str, value: np.ndarray) -> None:
+def _store(arrays: dict[str, Any], key: str, value: np.ndarray) -> None:
     # Two gradients under one key would silently lose one: that is a bug, never a user error.
     if key in arrays:
         raise RuntimeError(f"two gradients have the --save-npz key {key!r}")
     arrays[key] = value
 
 
-def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradient:
+def weight_entry(vg: VariableGradient, reason: str, arrays: dict[str, Any]) -> WeightGradient:
     """The entry for one variable, with the variable's own L2 norm (float64)."""
     w = np.asarray(vg.variable.numpy())
     norm = float(np.sqrt(np.sum(np.square(w.astype(np.float64)))))
@@ -121,7 +121,9 @@ def weight_entry(vg: VariableGradient, reason: str, arrays: dict) -> WeightGradi
     return entry
 
 
-def pair_reports(pairs: Any, outs: dict[str, list], weights: dict[str, list], result: Any, arrays: dict) -> tuple:
+def pair_reports(
+    pairs: Any, outs: dict[str, list[Any]], weights: dict[str, list[Any]], result: Any, arrays: dict[str, Any]
+) -> tuple[Any, ...]:
     """Each (from, to) pair's report: both layers' output and weight entries (a layer paired with
     itself once) and, with stage 2, its stage report (compared with the plain weight gradients)."""
     from gradinspect.engine.stages import report as stage_report

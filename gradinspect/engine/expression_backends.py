@@ -60,7 +60,7 @@ def np_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # tf.matmul needs rank >= 2 on both sides; the shape check must refuse what TF refuses.
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError("matmul needs matrices (rank 2 or more)")
-    return np.matmul(a, b)
+    return np.asarray(np.matmul(a, b))
 
 
 NUMPY = Backend(

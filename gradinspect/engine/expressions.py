@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,7 +178,7 @@ def _const(node: ast.AST) -> Any:
         return -_const(node.operand)
     if isinstance(node, ast.Slice):
         return slice(*(None if p is None else _const(p) for p in (node.lower, node.upper, node.step)))
-    return node.value
+    return getattr(node, "value", None)
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -191,7 +192,9 @@ def evaluate(expr: Expression, env: dict[str, Any], variables: dict[str, dict[st
     return _Evaluator(expr, env, variables, tf_backend()).eval(expr.tree.body)
 
 
-def check_shapes(expr: Expression, shapes: dict[str, tuple], variables: dict[str, dict[str, tuple]]) -> tuple:
+def check_shapes(
+    expr: Expression, shapes: dict[str, tuple[Any, ...]], variables: dict[str, dict[str, tuple[Any, ...]]]
+) -> tuple[Any, ...]:
     """The result's shape, computed on zero arrays of the operands' shapes before any tensor work.
 
     Raises ExpressionError naming the two operands, their shapes and a way to make them fit.
@@ -255,17 +258,22 @@ class _Evaluator:
         raise _refuse(self.expr, node, "cannot evaluate")
 
     def _apply(
-        self, node: ast.AST, op: str, arg_nodes: list[ast.AST], args: list[Any], kwargs: dict | None = None
+        self,
+        node: ast.AST,
+        op: str,
+        arg_nodes: Sequence[ast.AST],
+        args: list[Any],
+        kwargs: dict[str | None, Any] | None = None,
     ) -> Any:
         try:
-            return self.ops[op](*args, **(kwargs or {}))
+            return self.ops[op](*args, **{str(k): v for k, v in (kwargs or {}).items()})
         except Exception as exc:  # numpy raises ValueError, TensorFlow InvalidArgumentError
             if not self.shape_only and not _is_shape_error(exc):
                 raise
             raise self._shape_error(node, op, arg_nodes, args, exc) from None
 
     def _shape_error(
-        self, node: ast.AST, op: str, arg_nodes: list[ast.AST], args: list[Any], exc: Exception
+        self, node: ast.AST, op: str, arg_nodes: Sequence[ast.AST], args: list[Any], exc: Exception
     ) -> ExpressionError:
         texts = [self.expr.segment(n) for n in arg_nodes]
         shapes = [tuple(np.shape(a)) for a in args]
@@ -281,7 +289,7 @@ class _Evaluator:
             + (f"; {hint}" if hint else "")
         )
 
-    def _suggest(self, op: str, texts: list[str], shapes: list[tuple]) -> str:
+    def _suggest(self, op: str, texts: list[str], shapes: list[tuple[Any, ...]]) -> str:
         if len(shapes) != 2:
             return ""
         (la, lb), (sa, sb) = texts, shapes
@@ -304,7 +312,7 @@ class _Evaluator:
         return " or ".join(dict.fromkeys(ideas))[:300] if ideas else ""
 
     @staticmethod
-    def _fits(op: str, a: tuple, b: tuple, first: bool) -> bool:
+    def _fits(op: str, a: tuple[Any, ...], b: tuple[Any, ...], first: bool) -> bool:
         x, y = (np.zeros(a), np.zeros(b)) if first else (np.zeros(b), np.zeros(a))
         try:
             if op == "matmul":

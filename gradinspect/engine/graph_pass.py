@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts.graphlayers import GraphLayer, RecoveredGraph, recover_graph
-from gradinspect.artifacts.graphrewrite import RESOURCE, kept_resources
+from gradinspect.artifacts.graphloops import RESOURCE
+from gradinspect.artifacts.graphrewrite import kept_resources
 from gradinspect.artifacts.live import savedmodel_variables
 from gradinspect.engine import stages as st
 from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, pair_reports, weight_entry
@@ -47,7 +48,7 @@ class GraphSubject:
     def variables(self) -> list[tuple[str, str, Any]]:
         return list(self.scoped)
 
-    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], dict]:
+    def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], dict[str, Any]]:
         data = [feeds[name] for name in self.graph.data_names]
         probes = self.call.probes(data, list(self.values))
         for tape in tapes:
@@ -121,7 +122,9 @@ def _kept_notes(layers: dict[str, GraphLayer], kept: dict[str, str]) -> list[str
     ]
 
 
-def _layer_variables(graph: RecoveredGraph, layers: dict, variables: list, values: tuple, kept: set) -> dict:
+def _layer_variables(
+    graph: RecoveredGraph, layers: dict[str, Any], variables: list[Any], values: tuple[Any, ...], kept: set[Any]
+) -> dict[str, Any]:
     """Each chosen layer's trainable variables as (leaf name, value tensor); those a loop carries
     (``kept``, still resources) have no value to differentiate and are left out."""
     resources = [a.name for a in graph.flat.args if a.dtype == RESOURCE]
@@ -147,13 +150,18 @@ def _inside(path: str, layer: str) -> str:
     return "/".join(parts[parts.index(last) + 1 :]) if last in parts[:-1] else path
 
 
-def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: dict, rows: tuple[int, int]):
+def _stage_starter(
+    request: GradientRequest, subject: GraphSubject, by_layer: dict[str, Any], rows: tuple[int, int]
+) -> Any:
     target = None if request.target is None else np.asarray(request.target[rows[0] : rows[1]], np.float32)
+    stages = request.stages
+    if stages is None:
+        raise RuntimeError("stage 2 was started for a request without stages")
 
     def start(recorded: Any, outputs: list[Any], inner: list[Any]) -> list[Any]:
         return [
             st.begin(
-                request.stages,
+                stages,
                 (subject.live[a], subject.live[b]),
                 outputs,
                 target,
@@ -166,12 +174,12 @@ def _stage_starter(request: GradientRequest, subject: GraphSubject, by_layer: di
     return start
 
 
-def _pair_reports(request: GradientRequest, result: PassResult, arrays: dict) -> tuple[PairReport, ...]:
-    outs: dict[str, list] = {}
+def _pair_reports(request: GradientRequest, result: PassResult, arrays: dict[str, Any]) -> tuple[PairReport, ...]:
+    outs: dict[str, list[Any]] = {}
     for tg in result.tensors:
         reason = INTEGER if not tg.tensor.dtype.is_floating else NO_PATH
         outs.setdefault(tg.name, []).append(output_entry(tg, reason, arrays))
-    weights: dict[str, list] = {}
+    weights: dict[str, list[Any]] = {}
     for vg in result.variables:
         weights.setdefault(vg.group, []).append(weight_entry(vg, NO_PATH, arrays))
     return pair_reports(request.pairs, outs, weights, result, arrays)
@@ -194,7 +202,7 @@ def wants_graph(graph: RecoveredGraph, pairs: list[tuple[str, str]] | None, all_
     return any(n in names for pair in pairs or () for n in pair)
 
 
-def graph_pairs(graph: RecoveredGraph, pairs: list[tuple[str, str]] | None, all_layers: bool) -> tuple:
+def graph_pairs(graph: RecoveredGraph, pairs: list[tuple[str, str]] | None, all_layers: bool) -> tuple[Any, ...]:
     """``--all``: consecutive pairs of the inputs and recoverable layers (as for a Keras model, whose
     input layers come first); else ``pairs``, checked (from must come before to)."""
     usable = [g.name for g in graph.layers if not g.reason]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradinspect.artifacts.graphdefs import FlatFunction, SavedGraph
-from gradinspect.artifacts.graphloops import Value
-from gradinspect.artifacts.graphrewrite import RESOURCE, probed_function
+from gradinspect.artifacts.graphloops import RESOURCE, Value
+from gradinspect.artifacts.graphrewrite import probed_function
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
 
@@ -74,7 +74,7 @@ def build_probed(
     return ProbedCall(fn, plain, n, shapes, dtypes)
 
 
-def _wrap(rewritten: tuple, specs: list[Any], extra: list[str]) -> Any:
+def _wrap(rewritten: tuple[Any, ...], specs: list[Any], extra: list[str]) -> Any:
     """The rewritten function (FunctionDef bytes, and the library functions it calls, by name) imported
     into a wrapped function of ``specs``, returning its outputs and the ``extra`` refs."""
     import tensorflow as tf
@@ -100,7 +100,7 @@ def _wrap(rewritten: tuple, specs: list[Any], extra: list[str]) -> Any:
     args = [a.name for a in fdef.signature.input_arg]
 
     def tensor(ref: str) -> str:
-        return names.get(ref, f"{ref}:0" if ref in args else ref)
+        return str(names.get(ref, f"{ref}:0" if ref in args else ref))
 
     wanted = [tensor(fdef.ret[o.name]) for o in fdef.signature.output_arg] + [tensor(r) for r in extra]
 

@@ -67,7 +67,7 @@ def random_arrays(specs: list[InputSpec], draw: RandomDraw) -> tuple[dict[str, n
 
 
 def _draw_shape(spec: InputSpec, draw: RandomDraw) -> tuple[int, ...]:
-    dims: list = list(spec.shape[1:]) if spec.shape else [None]
+    dims: list[Any] = list(spec.shape[1:]) if spec.shape else [None]
     if draw.input_shape is not None:
         dims = list(draw.input_shape)
     elif any(d is None for d in dims) and spec.name in draw.shapes:
@@ -144,7 +144,7 @@ def check_arrays(
     return out, notes
 
 
-def _fits(have: tuple, want: tuple) -> bool:
+def _fits(have: tuple[Any, ...], want: tuple[Any, ...]) -> bool:
     return len(have) == len(want) and all(w is None or h == w for h, w in zip(have, want))
 
 
@@ -176,7 +176,7 @@ def output_targets(
     output name for several; ``NAME=FILE`` gives an output its own target file.
     """
     aimed = tuple(o.partition("=")[0] for o in outputs)
-    cut = {"samples": samples, "batch_size": batch_size, "batch": batch}
+    cut: dict[str, Any] = {"samples": samples, "batch_size": batch_size, "batch": batch}
     targets = {name: _cut(file, f"--model-output {name}={file}", **cut) for name, _, file in
                (o.partition("=") for o in outputs) if file}  # fmt: skip
     if target is None:

@@ -93,7 +93,7 @@ def keras_gradients(request: GradientRequest) -> GradReport:
 
 
 def _pair_reports(
-    request: GradientRequest, result: PassResult, wanted: tuple[str, ...], arrays: dict
+    request: GradientRequest, result: PassResult, wanted: tuple[str, ...], arrays: dict[str, Any]
 ) -> tuple[PairReport, ...]:
     """Entries for each pair's outputs and weights (and stage 2), with reasons for missing gradients."""
     no_grad = _missing_reason(request, len(result.outputs))
@@ -125,8 +125,8 @@ def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str],
 
 
 def _stage_starter(
-    request: GradientRequest, pairs: list[tuple[str, str]], by_layer: dict, rows: tuple[int, int]
-) -> Callable:
+    request: GradientRequest, pairs: list[tuple[str, str]], by_layer: dict[str, Any], rows: tuple[int, int]
+) -> Callable[..., Any]:
     """The hook run_pass calls inside the outer tape: one StagedPair per pair, stage 1 evaluated
     (``target`` is the target's ``rows``)."""
     target = None if request.target is None else np.asarray(request.target[rows[0] : rows[1]], np.float32)
@@ -140,13 +140,21 @@ def _stage_starter(
     return start
 
 
-def _start_stage(request, pair, live, by_layer, inner_tape):
+def _start_stage(
+    request: GradientRequest,
+    pair: tuple[str, str],
+    live: tuple[Any, Any, Any],
+    by_layer: dict[str, Any],
+    inner_tape: Any,
+) -> Any:
     calls, outputs, target = live
     a, b = pair
     if not calls[a] or not calls[b]:
         missing = a if not calls[a] else b
         raise GradientError(f"layer {missing!r} was not called in the forward pass, so stage 2 has no act/out")
     sides = {"from": by_layer[a], "to": by_layer[b]}
+    if request.stages is None:
+        raise RuntimeError("stage 2 was started for a request without stages")
     return st.begin(request.stages, (calls[a][0][0], calls[b][0][0]), outputs, target, sides, inner_tape)
 
 

@@ -161,7 +161,7 @@ def _default_outputs(spec: str, names: list[str]) -> list[str]:
     )
 
 
-def _compiled_objective(names: list[str], choice: OutputChoice, targets: dict, compiled: Any) -> Objective:
+def _compiled_objective(names: list[str], choice: OutputChoice, targets: dict[str, Any], compiled: Any) -> Objective:
     losses, weights = compiled
     aimed = list(choice.names) or [n for n in names if n in losses]
     terms = []

@@ -11,7 +11,7 @@ gradinspect opens a GradientTape.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,10 +31,14 @@ INPUT_PREFIX = "input:"
 class Subject(Protocol):
     """What a pass calls: it names its variables, runs the forward pass and records tensors."""
 
-    label: str  # "the forward pass" or "the signature 'serving_default'", for error messages
-    # Restored SavedModel variables must be watched by hand; Keras watches its trainable weights
-    # itself (and a Keras 3 Variable is not a tf.Variable that tape.watch accepts).
-    watch_variables: bool
+    @property
+    def label(self) -> str:
+        """``the forward pass`` or ``the signature 'serving_default'``, for error messages."""
+
+    @property
+    def watch_variables(self) -> bool:
+        """Restored SavedModel variables must be watched by hand; Keras watches its trainable
+        weights itself (and a Keras 3 Variable is not a tf.Variable that tape.watch accepts)."""
 
     def variables(self) -> list[tuple[str, str, Any]]:
         """``(group, name, variable)`` for every variable whose gradient is wanted."""
@@ -155,7 +159,7 @@ def run_pass(request: PassRequest) -> PassResult:
 
 
 @contextlib.contextmanager
-def _tapes(stage_pairs: int):
+def _tapes(stage_pairs: int) -> Iterator[tuple[Any, list[Any], Any]]:
     """The outer tape (persistent when stage 2 needs a second gradient call) and one inner tape per pair."""
     import tensorflow as tf
 
@@ -169,7 +173,9 @@ def _tapes(stage_pairs: int):
 def _stage2_grads(tape: Any, pair: Any, chosen: tuple[tuple[str, str, Any], ...]) -> list[Any]:
     import tensorflow as tf
 
-    return tape.gradient(pair.stage2_value, [v for *_, v in chosen], unconnected_gradients=tf.UnconnectedGradients.NONE)
+    return list(
+        tape.gradient(pair.stage2_value, [v for *_, v in chosen], unconnected_gradients=tf.UnconnectedGradients.NONE)
+    )
 
 
 def to_numpy(g: Any) -> np.ndarray:

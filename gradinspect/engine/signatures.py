@@ -93,7 +93,9 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
 _EVERYTHING = ("(inputs)", "(variables)")
 
 
-def _checked_pairs(pairs: tuple, scoped: tuple, specs: tuple[InputSpec, ...]) -> list[tuple[str, str]]:
+def _checked_pairs(
+    pairs: tuple[Any, ...], scoped: tuple[Any, ...], specs: tuple[InputSpec, ...]
+) -> list[tuple[str, str]]:
     """The pairs to report; every name must be a name scope or an input (the closest are suggested)."""
     if not pairs:
         return [_EVERYTHING]

@@ -81,15 +81,17 @@ class StagedPair:
     stage2_value: Any = None
 
 
-def _shapes(env: dict[str, Any]) -> dict[str, tuple]:
+def _shapes(env: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     return {k: tuple(int(d) for d in v.shape) for k, v in env.items()}
 
 
-def _var_shapes(variables: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple]]:
+def _var_shapes(variables: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[Any, ...]]]:
     return {side: {k: tuple(int(d) for d in v.shape) for k, v in vs.items()} for side, vs in variables.items()}
 
 
-def begin(spec: StageSpec, act_out: tuple[Any, Any], outputs: list[Any], target: Any, sides: dict, inner: Any):
+def begin(
+    spec: StageSpec, act_out: tuple[Any, Any], outputs: list[Any], target: Any, sides: dict[str, Any], inner: Any
+) -> Any:
     """One pair's stage computation, started inside the tapes: the expressions' names bound
     (``act``, ``out``, ``y``/``y0``…, ``target`` for this batch's rows), checked and stage 1 evaluated.
     ``sides`` maps ``from``/``to`` to (name, variable) pairs."""

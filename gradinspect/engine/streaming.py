@@ -157,7 +157,8 @@ class _Merged:
             if vg.grad is None or result.variables_summed:
                 continue
             g = vg.grad.astype(np.float64)
-            self.grads[i] = g * share if self.grads[i] is None else self.grads[i] + g * share
+            held = self.grads[i]
+            self.grads[i] = g * share if held is None else held + g * share
             if rows == self.plan.batch_size:
                 # g_b: the gradient of the batch's per-sample-mean loss.
                 self.noise[i].add(g if self.mean_type else g / rows)
@@ -225,9 +226,10 @@ class _NoiseSums:
         if not parts:
             return None
         k = max(s.k for s in sums)
-        if any(p is None for p in parts):
+        known = [p for p in parts if p is not None]
+        if len(known) < len(parts):
             return _noise(None, k, batch_size)
-        return _noise((sum(p[0] for p in parts), sum(p[1] for p in parts)), k, batch_size)
+        return _noise((sum(p[0] for p in known), sum(p[1] for p in known)), k, batch_size)
 
 
 def _noise(parts: tuple[float, float] | None, k: int, batch_size: int) -> Noise:

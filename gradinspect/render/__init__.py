@@ -76,4 +76,4 @@ def render(
     if fmt is not OutputFormat.JSON:
         # JSON escapes control characters itself; every other format gets printable names.
         report = sanitized(report)
-    return renderer(report, RenderOptions(color=color, width=width, hist=hist))
+    return str(renderer(report, RenderOptions(color=color, width=width, hist=hist)))

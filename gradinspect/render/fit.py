@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -17,7 +17,7 @@ class Column:
 
     header: str
     keep: int
-    justify: str = "right"
+    justify: JustifyMethod = "right"
     text: bool = False
     style: str | None = None
     max_width: int | None = None

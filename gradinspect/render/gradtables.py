@@ -69,7 +69,7 @@ def sparkline(values: Any, bins: int = 10) -> str:
     return f"1e{math.floor(lo)} {blocks} 1e{math.ceil(hi) if hi > lo else math.floor(lo) + 1}"
 
 
-def outputs_table(pair: Any, arrays: dict | None = None) -> tuple[str, list[Column], list[list[Any]]]:
+def outputs_table(pair: Any, arrays: dict[str, Any] | None = None) -> tuple[str, list[Column], list[list[Any]]]:
     notes = any(o.stats is None for o in pair.outputs)
     rows = []
     for o in pair.outputs:
@@ -105,7 +105,7 @@ WEIGHT_COLUMNS = [
 NOISE_COLUMNS = [Column("Noise B", 50), Column("SNR", 52)]
 
 
-def weights_table(pair: Any, arrays: dict | None = None) -> tuple[str, list[Column], list[list[Any]]]:
+def weights_table(pair: Any, arrays: dict[str, Any] | None = None) -> tuple[str, list[Column], list[list[Any]]]:
     noise = any(w.noise is not None for w in pair.weights)
     notes = any(w.stats is None for w in pair.weights)
     rows = []
@@ -124,7 +124,7 @@ def weights_table(pair: Any, arrays: dict | None = None) -> tuple[str, list[Colu
         for row, w in zip(rows, pair.weights):
             row.append(Text(sparkline(arrays.get(w.key))))
     if not pair.weights:
-        rows.append([Text("(no trainable variables in these layers)", style="dim"), *[""] * (len(columns) - 1)])
+        rows.append([Text("(no trainable variables in these layers)", style="dim"), *[Text("")] * (len(columns) - 1)])
     return f"Weight gradients ({pair.from_layer} → {pair.to_layer})", columns, rows
 
 

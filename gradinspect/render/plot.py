@@ -50,7 +50,7 @@ def figure_bytes(report: GradReport, fmt: str, hist: bool = False, title: str = 
     import matplotlib.pyplot as plt
 
     # Layer names and paths come from files: text, never mathtext (``$\\foo$`` would be parsed, and may fail).
-    style = {"text.parse_math": False, "svg.fonttype": "none", "svg.hashsalt": "gradinspect"}
+    style: Any = {"text.parse_math": False, "svg.fonttype": "none", "svg.hashsalt": "gradinspect"}
     with matplotlib.rc_context(style):
         fig = _figure(plt, report, hist, title)
         buf = io.BytesIO()
@@ -106,7 +106,7 @@ def _flow_axes(ax: Any, rows: tuple[FlowRow, ...]) -> None:
 def _hist_panels(report: GradReport, rows: tuple[FlowRow, ...]) -> list[tuple[str, np.ndarray]]:
     panels = []
     for row in rows[:_HIST_MAX]:
-        parts = [a.ravel() for k, a in report.arrays.items() if k.startswith(f"weight/{row.layer}/")]
+        parts = [a.ravel() for k, a in (report.arrays or {}).items() if k.startswith(f"weight/{row.layer}/")]
         values = np.abs(np.concatenate(parts)) if parts else np.zeros(0)
         values = values[np.isfinite(values) & (values > 0)]
         panels.append((row.layer, np.log10(values.astype(np.float64))))

@@ -15,7 +15,7 @@ from gradinspect.render.fit import Column, dropped_note, fit_table
 from gradinspect.render.gradtables import norm_cell, num, outputs_table, weights_table
 from gradinspect.render.options import RenderOptions
 from gradinspect.render.text import display_name
-from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
+from gradinspect.report import CheckReport, GradReport, LayersReport, PairReport, VerifyReport
 
 
 def drawn(draw: Callable[[Console, Any], None], report: Any, options: RenderOptions) -> str:
@@ -52,7 +52,7 @@ def verify(report: VerifyReport, options: RenderOptions) -> str:
 _DASHES = tuple(Text("—", style="dim") for _ in range(8))
 
 
-def _grad(console: Console, report, hist: bool = False) -> None:
+def _grad(console: Console, report: GradReport, hist: bool = False) -> None:
     m = report.model
     mode = "training" if report.training else "inference"
     console.print(
@@ -76,15 +76,18 @@ def _grad(console: Console, report, hist: bool = False) -> None:
             _stage2(console, pair)
 
 
-def _stage2(console: Console, pair) -> None:
+def _stage2(console: Console, pair: PairReport) -> None:
     st = pair.stage2
+    if st is None:
+        return
     g = st.grad_stats
     mode = "--through: differentiated through g (double backprop)" if st.through else "g held constant (no --through)"
     mode += summed_over(st.batches)
     console.print(
         Text(
             f"stage 1: {st.stage1_expr} = {st.stage1_value:.6g}   g = d stage1/d act({pair.from_layer}): "
-            f"shape {shape(st.grad_shape)}, norm {number(g.norm)}, mean {number(g.mean)}, max |g| {number(g.abs_max)}"
+            f"shape {shape(st.grad_shape)}, norm {number(g.norm if g else None)}, "
+            f"mean {number(g.mean if g else None)}, max |g| {number(g.abs_max if g else None)}"
         )
     )
     console.print(Text(f"stage 2: {st.expr} = {st.value:.6g}   ({mode})"))
@@ -148,10 +151,10 @@ def _layers(console: Console, report: Any) -> None:
             )
         console.print(sigs)
     graph = report.source == "graph"
-    title = "Variables by name scope" if report.signatures or _scoped(report) else "Layers"
+    heading = "Variables by name scope" if report.signatures or _scoped(report) else "Layers"
     if graph:
-        title = f"Layers recovered from the graph of signature {report.graph_signature!r}"
-    table = Table(title=Text(title), title_justify="left")
+        heading = f"Layers recovered from the graph of signature {report.graph_signature!r}"
+    table = Table(title=Text(heading), title_justify="left")
     table.add_column("Layer")
     table.add_column("Main ops" if graph else "Class")
     table.add_column("Output shape")
@@ -190,14 +193,14 @@ def _scoped(report: Any) -> bool:
     return any(row.variables for row in report.layers)
 
 
-def _size(dims: tuple) -> int:
+def _size(dims: tuple[Any, ...]) -> int:
     n = 1
     for d in dims:
         n *= int(d)
     return n
 
 
-def _check(console: Console, report) -> None:
+def _check(console: Console, report: CheckReport) -> None:
     g = report.grad
     console.print(
         Text.assemble(
@@ -246,7 +249,7 @@ _VERIFY_COLUMNS = [
 ]
 
 
-def _verify(console: Console, report) -> None:
+def _verify(console: Console, report: VerifyReport) -> None:
     console.print(
         Text.assemble(
             Text(report.model.path, style="bold"),
@@ -279,7 +282,7 @@ def _verify(console: Console, report) -> None:
     console.print(Text.assemble(status, f"  {report.summary()}"))
 
 
-def _details_table(details: list) -> Table:
+def _details_table(details: list[Any]) -> Table:
     """Each entry off the central difference: a failure, or a kink (the one-sided differences disagree)."""
     table = Table(title="Entries off the central difference", title_justify="left")
     for col in ("Gradient", "Index", "Kind"):

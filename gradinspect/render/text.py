@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from gradinspect.report import LayerRow
 
 
-def display_name(row: Any) -> str:
+def display_name(row: LayerRow) -> str:
     """A layer's name indented under its parent model, as a tree."""
     if row.depth == 0:
         return row.name

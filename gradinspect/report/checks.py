@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gradinspect.jsonform import JsonMixin, Layout
 from gradinspect.report.gradients import GradReport
@@ -134,7 +134,7 @@ class VerifyEntry(JsonMixin):
     )  # fmt: skip
 
     target: str
-    shape: tuple
+    shape: tuple[Any, ...]
     checked: int
     max_abs_error: float
     max_rel_error: float

@@ -98,7 +98,7 @@ def _row(layer: str, weights: list[WeightGradient]) -> FlowRow:
     return FlowRow(
         layer,
         params,
-        math.sqrt(sum(s.norm**2 for s in stats)),
+        math.sqrt(sum((s.norm or 0.0) ** 2 for s in stats)),
         sum((s.abs_mean or 0.0) * (s.size - s.nonfinite) for s in stats) / finite,
         max(s.abs_max or 0.0 for s in stats),
         sum((s.zero_fraction or 0.0) * (s.size - s.nonfinite) for s in stats) / finite,

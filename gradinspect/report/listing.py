@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import Any, ClassVar, Union
 
 from gradinspect.jsonform import JsonMixin, Layout
 
 # A shape is a tuple of ints/None; a layer with several outputs has a tuple of shapes.
-Shape = tuple
+Shape = tuple[Any, ...]  # dimensions: ints, None where unknown
 OutputShape = Union[Shape, tuple[Shape, ...], None]  # noqa: UP007 - a runtime alias, evaluated on 3.10
 
 
