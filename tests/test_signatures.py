@@ -59,6 +59,7 @@ def test_serving_default_is_the_signature_used(keras):
     from gradinspect.artifacts.loading import load_model
     from gradinspect.engine.signatures import savedmodel_signature
 
-    key, _, specs = savedmodel_signature(load_model(SAMPLES / "mlp_export"))
-    assert key == "serving_default"
-    assert [(s.name, s.shape, s.dtype) for s in specs] == [("x", (None, 2), "float32")]
+    signature = savedmodel_signature(load_model(SAMPLES / "mlp_export"))
+    assert signature.key == "serving_default"
+    assert [(s.name, s.shape, s.dtype) for s in signature.specs] == [("x", (None, 2), "float32")]
+    assert signature.output_names == ["output_0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +207,33 @@ def check(
     model_or_path: Any,
     inputs: Any = None,
     *,
-    layers: list[str] | None = None,
+    layers: Sequence[str] | None = None,
     rules: Rules | None = None,
     write_baseline: str | Path | None = None,
-    **grad_options: Any,
+    loss: str = "auto",
+    target: Any = None,
+    outputs: Sequence[str] = (),
+    training: bool = False,
+    random: int = 4,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+    samples: str | None = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+    compile: str = "auto",
+    devices: int | None = None,
+    custom_objects: str | Path | None = None,
+    unsafe: bool = False,
+    progress: Callable[..., None] | None = None,
 ) -> CheckReport:
     """Gradients of every trainable variable and layer output (or of ``layers``) in one forward and one
-    backward pass, checked against ``rules``. ``grad_options`` are those of ``inspect_gradients``
-    (loss, target, random, seed, …). With ``write_baseline``, the norm profile is saved there."""
+    backward pass, checked against ``rules`` (:class:`gradinspect.report.Rules`; default: no NaN/Inf,
+    no disconnected variable). With ``write_baseline``, the norm profile is saved there. The other
+    parameters are those of :func:`gradinspect.inspect_gradients`."""
+    grad_options = dict(locals())  # the parameters, before any other local exists
+    for name in ("model_or_path", "inputs", "layers", "rules", "write_baseline", "custom_objects", "unsafe"):
+        del grad_options[name]
+    grad_options["outputs"] = tuple(outputs)
     from gradinspect.artifacts.live import leaf_paths
     from gradinspect.artifacts.loading import as_loaded
     from gradinspect.engine.options import checked_options
@@ -224,8 +243,8 @@ def check(
     _check_rules(rules)
     if rules.baseline is not None:
         read_baseline(rules.baseline)  # fail before any work
-    checked_options(inputs, grad_options)
-    loaded = as_loaded(model_or_path, grad_options.pop("custom_objects", None), grad_options.pop("unsafe", False))
+    checked_options(inputs, {**grad_options, "custom_objects": custom_objects, "unsafe": unsafe})
+    loaded = as_loaded(model_or_path, custom_objects, unsafe)
     if loaded.loader == "tf.saved_model":
         pairs = None if not layers else [(name, name) for name in layers]
         grad = run_gradients(loaded, inputs, pairs, all_layers=not layers, **grad_options)
@@ -240,7 +259,8 @@ def check(
 
 
 def assert_healthy(model_or_path: Any, inputs: Any = None, **kwargs: Any) -> CheckReport:
-    """Like :func:`check`, for users' own pytest suites: raises AssertionError listing every failed rule."""
+    """:func:`check` (same parameters), for users' own pytest suites: raises AssertionError listing
+    every failed rule."""
     report = check(model_or_path, inputs, **kwargs)
     if not report.passed:
         lines = [f"{r.rule} {r.target}: {r.message}" for r in report.failures]

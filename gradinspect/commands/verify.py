@@ -7,8 +7,9 @@ and the weights cast, and both the tape gradient and the differences are compute
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,13 +80,36 @@ class VerifyOptions:
     progress: Callable[[int, int], None] | None = None
 
 
-def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -> VerifyReport:
+def verify(
+    model_or_path: Any,
+    layer: str,
+    inputs: Any = None,
+    *,
+    entries: int = 10,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+    loss: str = "auto",
+    target: Any = None,
+    outputs: Sequence[str] = (),
+    random: int = 4,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+    samples: str | None = None,
+    batch_size: int | None = None,
+    custom_objects: str | Path | None = None,
+    unsafe: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
     """Compare the tape gradient of ``layer``'s output and variables with central differences, in float64.
 
-    ``options``: those of :class:`VerifyOptions`, :class:`DataOptions` (``random``, ``seed``,
-    ``input_shape``, ``samples``, ``batch_size``, ``loss``, ``target``) and :class:`ModelOptions`.
-    Every option is checked before the model is loaded.
+    ``entries`` are checked per variable (seeded by ``seed``; all when fewer), with step ``eps``; a
+    gradient fails when max |tape - fd| / max(1, |fd|) exceeds ``tol``. ``progress(done, total)``
+    is called after each pair of passes. The data and model parameters are those of
+    :func:`gradinspect.inspect_gradients` (verify always runs in inference mode). Every option is
+    checked before the model is loaded.
     """
+    options = {name: value for name, value in locals().items() if name not in ("model_or_path", "layer", "inputs")}
+    options["outputs"] = tuple(outputs)
     opts, data, model_opts = split_options(options, VerifyOptions, DataOptions, ModelOptions)
     data = replace(data, inputs=inputs)
     if opts.entries < 1 or opts.eps <= 0 or opts.tol < 0:
@@ -111,10 +135,10 @@ def verify(model_or_path: Any, layer: str, inputs: Any = None, **options: Any) -
     feeds = {k: _as_float64(v) for k, v in arrays.items()}
     settings = Settings(opts.entries, opts.eps, opts.tol, np.random.default_rng(data.seed), opts.progress)
     differences = LayerDifferences(copy, [s.name for s in specs], feeds, objective, settings)
-    entries = tuple(differences.check(layer, find_layer(copy, layer), variable_name))
+    checked = tuple(differences.check(layer, find_layer(copy, layer), variable_name))
     info = live_layers(loaded).model
     return VerifyReport(
-        info, layer, objective.description, source, int(batch), opts.eps, opts.tol, entries, verdict(layer, entries)
+        info, layer, objective.description, source, int(batch), opts.eps, opts.tol, checked, verdict(layer, checked)
     )
 
 

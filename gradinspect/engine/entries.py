@@ -10,7 +10,7 @@ from gradinspect.engine.stats import tensor_stats
 from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
-    from gradinspect.engine.passes import TensorGradient, VariableGradient
+    from gradinspect.engine.passes import PassResult, TensorGradient, VariableGradient
     from gradinspect.engine.request import GradientRequest
 
 # What the reasons rest on: the tape found no gradient (a fact of this pass), and the saved graph
@@ -33,16 +33,18 @@ NOT_CALLED = "no gradient: the layer was not called in the forward pass"
 def grad_report(
     request: GradientRequest,
     info: ModelInfo,
-    loss_value: float,
+    result: PassResult,
     pairs: tuple[PairReport, ...],
     arrays: dict[str, Any],
     batches: int | None = None,
     noise: Noise | None = None,
 ) -> GradReport:
-    """The report of one run: the loss that ran (``auto`` resolved), with notes on what it chose,
-    on a non-finite loss, and on gradients that are only rounding noise."""
-    spec = request.loss.description
-    notes = (*request.notes, *request.input_notes(), *request.loss.notes)
+    """The report of one run: the loss that ran (``auto`` resolved, as ``result`` says: the same on
+    every path, eager or compiled), with notes on what it chose, on a non-finite loss, and on
+    gradients that are only rounding noise."""
+    loss_value = result.loss_value
+    spec = request.loss.described(result.loss_specs)
+    notes = (*request.notes, *request.input_notes(), *result.loss_notes)
     if batches and request.inputs is not None and request.inputs.read_whole:
         notes = (*notes, f"{request.source}: this format is read whole (.npy and HDF5 are read a batch at a time)")
     if not np.isfinite(loss_value):

@@ -87,18 +87,15 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
     probed = tuple(n for n in chosen for _ in layers[n].outputs)
     subject = GraphSubject(call, graph, values, scoped, probed, inputs)
     stage2_variables = tuple(tuple((p, leaf, v) for p in pair for leaf, v in by_layer.get(p, ())) for pair in pairs)
-    made: list[Any] = []
 
     def make(start: int, stop: int) -> PassRequest:
         feeds, objective = request.batch(start, stop)
-        made.append(objective)
         starter = _stage_starter(request, subject, by_layer, (start, stop)) if request.stages else None
         stage_vars = stage2_variables if request.stages else ()
         phase = getattr(request.progress, "phase", None) if start == 0 else None
         return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars, phase)
 
     result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
-    request.loss.adopt(made[-1])
     say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}
     reports = _pair_reports(request, result, arrays)
@@ -106,7 +103,7 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, request.specs, loader=loaded.loader)
     notes = [*request.notes, f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
     notes += _kept_notes(layers, kept)
-    return grad_report(replace(request, notes=tuple(notes)), info, result.loss_value, reports, arrays, batches, noise)
+    return grad_report(replace(request, notes=tuple(notes)), info, result, reports, arrays, batches, noise)
 
 
 def _kept_notes(layers: dict[str, GraphLayer], kept: dict[str, str]) -> list[str]:

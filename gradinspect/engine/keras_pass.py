@@ -75,21 +75,18 @@ def keras_gradients(request: GradientRequest) -> GradReport:
     def make(start: int, stop: int) -> PassRequest:
         feeds, objective = request.batch(start, stop)
         starter = _stage_starter(request, pairs, by_layer, (start, stop)) if request.stages else None
-        made.append(objective)
         phase = getattr(request.progress, "phase", None) if start == 0 else None
         n_stages = len(pairs) if request.stages else 0
         return PassRequest(subject, feeds, objective, n_stages, starter, stage2_variables, phase)
 
-    made: list[Any] = []
     result, batches, noise = execute(
         make, request.samples, request.plan, request.progress, request.sink, request.compile, request.strategy
     )
-    request.loss.adopt(made[-1])
     say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}
     pair_reports = _pair_reports(request, result, wanted, arrays)
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
-    return grad_report(request, info, result.loss_value, pair_reports, arrays, batches, noise)
+    return grad_report(request, info, result, pair_reports, arrays, batches, noise)
 
 
 def _pair_reports(

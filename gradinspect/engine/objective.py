@@ -63,22 +63,22 @@ class Objective:
         ]
         return Objective(terms, self.requested, self._fixed_notes)
 
-    def adopt(self, other: Objective) -> None:
-        """Take what ``other`` (this objective on a batch) resolved: the specs that ran and why."""
-        self.ran, self._auto_notes = list(other.ran), list(other._auto_notes)
-
     @property
     def output_indices(self) -> list[int]:
         return [t.index for t in self.terms]
 
     @property
     def description(self) -> str:
-        if len(self.terms) == 1 or (len(set(self.ran)) == 1 and all(t.weight == 1 for t in self.terms)):
-            single = self.ran[0]
+        return self.described(self.ran)
+
+    def described(self, specs: list[str] | tuple[str, ...]) -> str:
+        """The loss as the report names it, with ``specs`` (one per term) as what ran."""
+        if len(self.terms) == 1 or (len(set(specs)) == 1 and all(t.weight == 1 for t in self.terms)):
+            single = specs[0]
             many = len(self.terms) > 1 and single not in BUILTIN
             return f"{single}({', '.join(t.name for t in self.terms)})" if many else single
         parts = []
-        for term, spec in zip(self.terms, self.ran):
+        for term, spec in zip(self.terms, specs):
             scale = "" if term.weight == 1 else f"{term.weight:g}·"
             parts.append(f"{scale}{spec}({term.name})")
         return " + ".join(parts)

@@ -104,6 +104,9 @@ class PassResult:
     staged: tuple[Any, ...] = ()  # a StageOutcome per stage-2 pair
     # True when the variables' gradients were added into the compiled step's own sums (their grad is None).
     variables_summed: bool = False
+    # The loss that ran (``auto`` resolved, one spec per term) and why: the first batch's, for every batch.
+    loss_specs: tuple[str, ...] = ()
+    loss_notes: tuple[str, ...] = ()
 
 
 def run_pass(request: PassRequest) -> PassResult:
@@ -155,6 +158,8 @@ def run_pass(request: PassRequest) -> PassResult:
         tuple(TensorGradient(*target, a) for target, a in zip(targets, arrays)),
         tuple(VariableGradient(g, n, v, a) for (g, n, v), a in zip(variables, arrays[len(targets) :])),
         outcomes,
+        loss_specs=tuple(request.loss.ran),
+        loss_notes=request.loss.notes,
     )
 
 

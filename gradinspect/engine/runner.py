@@ -28,7 +28,7 @@ from gradinspect.engine.objective import Objective, OutputChoice, build_objectiv
 from gradinspect.engine.options import DataOptions, checked_options
 from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.request import GradientRequest, say
-from gradinspect.engine.signatures import savedmodel_signature, signature_gradients, signature_output_names
+from gradinspect.engine.signatures import savedmodel_signature, signature_gradients
 from gradinspect.engine.source import prepare_source
 from gradinspect.engine.stages import parse_stages
 from gradinspect.errors import GradientError
@@ -49,8 +49,8 @@ def run_gradients(
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     say(grad_opts.progress, "reading the inputs")
     signature = savedmodel_signature(loaded, grad_opts.signature) if loaded.loader == "tf.saved_model" else None
-    specs = tuple(signature[2]) if signature else tuple(model_inputs(loaded.model))
-    names = signature_output_names(signature) if signature else output_names(loaded.model)
+    specs = signature.specs if signature else tuple(model_inputs(loaded.model))
+    names = signature.output_names if signature else output_names(loaded.model)
     request = replace(
         _request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink, strategy=strategy
     )
@@ -62,11 +62,11 @@ def run_gradients(
             raise GradientError(
                 f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
             )
-        graph = recovered_graph(loaded, signature[0])
+        graph = recovered_graph(loaded, signature.key)
         if graph is not None and wants_graph(graph, pairs, grad_opts.all_layers):
             stages = parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, len(names), has_target)
             chosen = graph_pairs(graph, pairs, grad_opts.all_layers)
-            variables = signature_variables(loaded, signature[1], graph)
+            variables = signature_variables(loaded, signature.function, graph)
             return graph_gradients(replace(request, pairs=chosen, stages=stages), graph, variables)
         if grad_opts.stage2 is not None:
             raise GradientError(

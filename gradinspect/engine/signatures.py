@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,23 @@ from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import GradReport, InputSpec, ModelInfo, PairReport
 
 
-def savedmodel_signature(loaded: LoadedModel, key: str | None = None) -> tuple[str, Any, tuple[InputSpec, ...]]:
+@dataclass(frozen=True)
+class LiveSignature:
+    """A loaded SavedModel's signature the pass runs: its ``key``, the concrete ``function``, and
+    its inputs' ``specs`` (sorted by name, as the function takes them as keywords)."""
+
+    key: str
+    function: Any
+    specs: tuple[InputSpec, ...]
+
+    @property
+    def output_names(self) -> list[str]:
+        """The output names, in the order the pass sees them (sorted keys of its result)."""
+        outputs = self.function.structured_outputs
+        return sorted(outputs) if isinstance(outputs, dict) else [f"output_{i}" for i in range(len(flatten(outputs)))]
+
+
+def savedmodel_signature(loaded: LoadedModel, key: str | None = None) -> LiveSignature:
     """The signature gradients flow through: ``key``, else ``serving_default``, else the first one."""
     sigs = dict(getattr(loaded.model, "signatures", {}) or {})
     if not sigs:
@@ -41,35 +57,26 @@ def savedmodel_signature(loaded: LoadedModel, key: str | None = None) -> tuple[s
     fn = sigs[key]
     _, kwargs = fn.structured_input_signature
     specs = tuple(InputSpec(n, shape_of(spec.shape), dtype_name(spec.dtype)) for n, spec in sorted(kwargs.items()))
-    return key, fn, specs
+    return LiveSignature(key, fn, specs)
 
 
-def signature_output_names(signature: tuple[str, Any, tuple[InputSpec, ...]]) -> list[str]:
-    """The signature's output names, in the order the pass sees them (sorted keys of its result)."""
-    outputs = signature[1].structured_outputs
-    return sorted(outputs) if isinstance(outputs, dict) else [f"output_{i}" for i in range(len(flatten(outputs)))]
-
-
-def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tuple[InputSpec, ...]]) -> GradReport:
+def signature_gradients(request: GradientRequest, signature: LiveSignature) -> GradReport:
     """A SavedModel without Keras structure: d loss / d each input and d loss / d each variable.
 
     Layers do not exist here; name scopes stand in for them (`gradinspect layers` lists them), and
     a pair selects the variables of its two scopes (no pairs: every variable). Output gradients are
     those of the inputs.
     """
-    key, fn, specs = signature
+    key, fn, specs = signature.key, signature.function, signature.specs
     scoped = tuple((*split_scope(v.name), v) for v in savedmodel_variables(request.loaded.model))
     pairs = _checked_pairs(request.pairs, scoped, specs)
     subject = SignatureSubject(fn, scoped, label=f"the signature {key!r}")
-    made: list[Any] = []
 
     def make(start: int, stop: int) -> PassRequest:
         feeds, objective = request.batch(start, stop)
-        made.append(objective)
         return PassRequest(subject, feeds, objective, phase=getattr(request.progress, "phase", None))
 
     result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
-    request.loss.adopt(made[-1])
     say(request.progress, "statistics")
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
     arrays: dict[str, np.ndarray] = {}
@@ -87,7 +94,7 @@ def signature_gradients(request: GradientRequest, signature: tuple[str, Any, tup
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
     notes = (*request.notes, f"SavedModel without Keras layers: gradients through signature {key!r}")
-    return grad_report(replace(request, notes=notes), info, result.loss_value, pair_reports, arrays, batches, noise)
+    return grad_report(replace(request, notes=notes), info, result, pair_reports, arrays, batches, noise)
 
 
 _EVERYTHING = ("(inputs)", "(variables)")
