@@ -58,6 +58,10 @@ class Artifact:
     snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
     note: str | None = None
     saved_model: Any = field(default=None, repr=False, compare=False)
+    # Read in the same pass as the config, from the weights file (``.keras``: model.weights.h5):
+    # the bytes its datasets declare, and what in it would make h5py open another file (None: nothing).
+    weight_bytes: int = 0
+    weights_foreign: str | None = None
 
     @property
     def source(self) -> Path:
@@ -85,21 +89,23 @@ def read_artifact(path: str | Path, max_bytes: int | None = None) -> Artifact:
 def _identify(p: Path, local: Path) -> Artifact:
     if local.is_dir():
         return _read_savedmodel(p, local)
+    # The private copy is opened once: its magic bytes, its config and its weights' facts.
     with open(local, "rb") as fh:
         head = fh.read(8)
-    if not head:
-        raise ModelFileError(f"{p}: the file is empty (0 bytes); {_EXPECTED}")
-    # By content, not by name: tf.keras 2.11 wrote HDF5 under a .keras name.
-    if head.startswith(_ZIP_MAGIC):
-        artifact = _read_keras_zip(p, local)
-    elif head.startswith(_HDF5_MAGIC):
-        artifact = _read_h5(p, local)
-    elif p.suffix.lower() == ".keras":
-        raise ModelFileError(f"{p}: not a valid .keras file (a .keras file is a zip archive; this one is not)")
-    else:
-        raise ModelFileError(
-            f"{p}: not an HDF5 file; a legacy Keras model saved with model.save('model.h5') was expected"
-        )
+        fh.seek(0)
+        if not head:
+            raise ModelFileError(f"{p}: the file is empty (0 bytes); {_EXPECTED}")
+        # By content, not by name: tf.keras 2.11 wrote HDF5 under a .keras name.
+        if head.startswith(_ZIP_MAGIC):
+            artifact = _read_keras_zip(p, fh)
+        elif head.startswith(_HDF5_MAGIC):
+            artifact = _read_h5(p, fh)
+        elif p.suffix.lower() == ".keras":
+            raise ModelFileError(f"{p}: not a valid .keras file (a .keras file is a zip archive; this one is not)")
+        else:
+            raise ModelFileError(
+                f"{p}: not an HDF5 file; a legacy Keras model saved with model.save('model.h5') was expected"
+            )
     named = ".keras" if p.suffix.lower() == ".keras" else ".h5"
     found = ".keras" if artifact.format is ModelFormat.KERAS else ".h5"
     if named != found:
@@ -108,10 +114,10 @@ def _identify(p: Path, local: Path) -> Artifact:
     return artifact
 
 
-def _read_keras_zip(p: Path, local: Path) -> Artifact:
+def _read_keras_zip(p: Path, fh: Any) -> Artifact:
     # The snapshot already bounded every member by its declared size.
     try:
-        with zipfile.ZipFile(local) as zf:
+        with zipfile.ZipFile(fh) as zf:
             names = set(zf.namelist())
             if "config.json" not in names:
                 raise ModelFileError(
@@ -119,6 +125,7 @@ def _read_keras_zip(p: Path, local: Path) -> Artifact:
                 )
             config = _json(zf.read("config.json"), p, "config.json")
             meta = _json(zf.read("metadata.json"), p, "metadata.json") if "metadata.json" in names else {}
+            weights = _weight_facts(zf, p) if "model.weights.h5" in names else (0, None)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(
             f"{p}: the .keras archive is truncated or corrupt ({exc}); re-save or re-download it"
@@ -127,16 +134,30 @@ def _read_keras_zip(p: Path, local: Path) -> Artifact:
         raise ModelFileError(f"{p}: the .keras archive cannot be read ({exc}); re-save or re-download it") from exc
     _ensure_model_config(config, p, "config.json")
     version = meta.get("keras_version") if isinstance(meta, dict) else None
-    return Artifact(p, ModelFormat.KERAS, config, version if isinstance(version, str) else None)
+    keras_version = version if isinstance(version, str) else None
+    return Artifact(p, ModelFormat.KERAS, config, keras_version, weight_bytes=weights[0], weights_foreign=weights[1])
 
 
-def _read_h5(p: Path, local: Path) -> Artifact:
+def _weight_facts(zf: zipfile.ZipFile, p: Path) -> tuple[int, str | None]:
+    """The weights member's declared dataset bytes and foreign storage, from its headers."""
     import h5py
 
     try:
-        with h5py.File(local, "r") as h5:
+        with zf.open("model.weights.h5") as member, h5py.File(member, "r") as h5:
+            return limits.h5_dataset_bytes(h5), limits.h5_foreign_storage(h5)
+    except HDF5_ERRORS as exc:
+        raise ModelFileError(f"{p}: the weights cannot be read ({exc}); the file is truncated or corrupt") from exc
+
+
+def _read_h5(p: Path, fh: Any) -> Artifact:
+    import h5py
+
+    try:
+        with h5py.File(fh, "r") as h5:
             attrs = dict(h5.attrs)
             keys = set(h5.keys())
+            foreign = limits.h5_foreign_storage(h5)
+            weight_bytes = limits.h5_dataset_bytes(h5)
     except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the HDF5 file is truncated or corrupt ({exc}); re-save or re-download it") from exc
     raw = attrs.get("model_config")
@@ -164,6 +185,8 @@ def _read_h5(p: Path, local: Path) -> Artifact:
         config,
         str(version) if version is not None else None,
         training_config=training if isinstance(training, dict) else None,
+        weight_bytes=weight_bytes,
+        weights_foreign=foreign,
     )
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from gradinspect.artifacts import limits
 from gradinspect.artifacts.custom_objects import load_custom_objects, registered_names
-from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat, read_artifact
+from gradinspect.artifacts.formats import Artifact, ModelFormat, read_artifact
 from gradinspect.artifacts.graphscan import scan_savedmodel
 from gradinspect.artifacts.scan import ensure_safe
-from gradinspect.errors import ModelFileError, ModelLoadError, UnsafeModelError
+from gradinspect.errors import ModelLoadError, UnsafeModelError
 from gradinspect.formatting import first_line
 
 
@@ -82,41 +82,12 @@ def _ensure_affordable(artifact: Artifact, variable_bytes: int, limit: int) -> N
         declared, limit, f"{artifact.path}: the layers its config declares (an estimate from their sizes)"
     )
     limits.ensure_within(2 * variable_bytes, limit, f"{artifact.path}: the variables of the SavedModel")
-    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5):
-        stored = _stored_weight_bytes(artifact)
-        limits.ensure_within(stored, limit, f"{artifact.path}: the weight arrays it stores")
-
-
-def _stored_weight_bytes(artifact: Artifact) -> int:
-    """Declared bytes of the weight datasets (an HDF5 dataset can declare terabytes in a few bytes)."""
-    import zipfile
-
-    import h5py
-
-    try:
-        if artifact.format is ModelFormat.KERAS:
-            with zipfile.ZipFile(artifact.source) as zf:
-                if "model.weights.h5" not in zf.namelist():
-                    return 0
-                with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
-                    return _weight_bytes(artifact, h5)
-        with h5py.File(artifact.source, "r") as h5:
-            return _weight_bytes(artifact, h5)
-    except (*HDF5_ERRORS, zipfile.BadZipFile) as exc:
-        raise ModelFileError(
-            f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
-        ) from exc
-
-
-def _weight_bytes(artifact: Artifact, h5: Any) -> int:
-    """Declared bytes of an open weights file's datasets, once it is known to open no other file."""
-    foreign = limits.h5_foreign_storage(h5)
-    if foreign is not None:
+    if artifact.weights_foreign is not None:
         raise UnsafeModelError(
-            f"{artifact.path}: refused to load: in the weights, {foreign}; gradinspect opens no file a model "
-            "names (re-save the model so its weights are stored inside it)"
+            f"{artifact.path}: refused to load: in the weights, {artifact.weights_foreign}; gradinspect opens no "
+            "file a model names (re-save the model so its weights are stored inside it)"
         )
-    return limits.h5_dataset_bytes(h5)
+    limits.ensure_within(artifact.weight_bytes, limit, f"{artifact.path}: the weight arrays it stores")
 
 
 def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:
@@ -211,12 +182,10 @@ def _keras3_changes_semantics(artifact: Artifact) -> str | None:
 
 def _input_shape_mismatch(artifact: Artifact, model: Any) -> str | None:
     """Keras 3 reads some tf.keras 2.3 Sequential files with an extra input dimension."""
-    from gradinspect.artifacts.structure import has_layer_structure, static_layers
+    from gradinspect.artifacts.structure import declared_input_shapes
 
-    if not has_layer_structure(artifact.config):
-        return None
     try:
-        declared = [spec.shape for spec in static_layers(artifact).model.inputs]
+        declared = declared_input_shapes(artifact)
         actual = [tuple(t.shape) for t in model.inputs]
     except Exception:
         return None
