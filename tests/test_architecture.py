@@ -10,18 +10,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "gradinspect"
 
 # What each part may import from gradinspect (besides itself): cli -> commands -> engine -> artifacts;
-# render depends only on report; report, errors and output are leaves.
+# render depends only on report; report, errors and destinations are leaves.
 ALLOWED = {
-    "cli": {"commands", "engine", "artifacts", "render", "report", "errors", "output", "__init__"},
+    "cli": {"commands", "engine", "artifacts", "render", "report", "errors", "destinations", "__init__"},
     "__main__": {"cli"},
     "__init__": {"commands", "artifacts", "errors"},
-    "commands": {"engine", "artifacts", "report", "errors", "output"},
+    "commands": {"engine", "artifacts", "report", "errors", "destinations"},
     "engine": {"artifacts", "report", "errors"},
     "artifacts": {"report", "errors"},
     "render": {"report", "errors"},
     "report": {"errors", "jsonform"},
     "jsonform": set(),
-    "output": {"errors"},
+    "destinations": {"errors"},
     "errors": set(),
     "formatting": set(),
 }

@@ -19,8 +19,8 @@ from gradinspect.cli.options import (
     unsafe_notice,
 )
 from gradinspect.cli.outputs import ExtraOutputs, checked_destination, emit, plot_options, staged_h5
+from gradinspect.destinations import ensure_distinct, npz_bytes
 from gradinspect.errors import UsageProblem
-from gradinspect.output import ensure_distinct, npz_bytes
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 
 _SIGNATURE = click.option(

@@ -68,9 +68,3 @@ class _Feedback:
 
     def phase(self, text: str) -> None:
         self.bar.update(self.task, description=text)
-
-
-def say(progress: Any, text: str) -> None:
-    """Name the step now running on ``progress`` (None: no display)."""
-    if progress is not None:
-        progress.phase(text)

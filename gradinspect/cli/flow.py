@@ -17,7 +17,7 @@ from gradinspect.cli.options import (
     unsafe_notice,
 )
 from gradinspect.cli.outputs import checked_destination, checked_plot, emit, plot_file, plot_options
-from gradinspect.output import ensure_distinct
+from gradinspect.destinations import ensure_distinct
 from gradinspect.report.flow import FlowReport
 
 

@@ -38,14 +38,14 @@ def checked_destination(path: str | None, option: str, reads: list[Any], force: 
     """Check an output path before any work (None when the option was not given)."""
     if not path:
         return None
-    from gradinspect.output import destination
+    from gradinspect.destinations import destination
 
     return destination(path, option, reads, force=force)
 
 
 def emit(report: Any, fmt: str, output: Any, extra: tuple[tuple[Any, Any], ...] = (), hist: bool = False) -> None:
     """Render ``report`` to stdout or to the checked ``output``, writing ``extra`` files with it, all or none."""
-    from gradinspect.output import write_all
+    from gradinspect.destinations import write_all
     from gradinspect.render import render
 
     files = [(dest, data) for dest, data in extra if dest is not None]
@@ -78,7 +78,7 @@ def staged_h5(dest: Any) -> Iterator[Any]:
     if dest is None:
         yield None
         return
-    from gradinspect.output import StagedH5
+    from gradinspect.destinations import StagedH5
 
     sink = StagedH5(dest)
     try:

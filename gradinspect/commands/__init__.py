@@ -5,5 +5,5 @@ result into a report type of :mod:`gradinspect.report`. These functions are also
 
 Must not import: ``gradinspect.cli``, ``gradinspect.render``. May import
 ``gradinspect.engine``, ``gradinspect.artifacts``, ``gradinspect.report``,
-``gradinspect.errors`` and ``gradinspect.output``.
+``gradinspect.errors`` and ``gradinspect.destinations``.
 """

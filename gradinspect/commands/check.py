@@ -252,7 +252,7 @@ def check(
         names = layers or leaf_paths(loaded.model)
         grad = run_gradients(loaded, inputs, [(n, n) for n in names], **grad_options)
     if write_baseline is not None:
-        from gradinspect.output import atomic_write
+        from gradinspect.destinations import atomic_write
 
         atomic_write(write_baseline, baseline_json(grad), option="--write-baseline")
     return CheckReport(grad, tuple(evaluate_rules(grad, rules)), rules)

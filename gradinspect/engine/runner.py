@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from gradinspect.artifacts.input_facts import built_input_shapes, embedding_vocabularies
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
-from gradinspect.artifacts.model_inputs import built_input_shapes, embedding_vocabularies
 from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.engine.distributed import device_strategy, devices_note
 from gradinspect.engine.graph_pass import (

@@ -13,8 +13,8 @@ from enum import Enum
 from typing import Any
 
 from gradinspect.errors import UsageProblem
-from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import sanitized
+from gradinspect.render.settings import RenderOptions
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
 from gradinspect.report.flow import FlowReport
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from gradinspect.formatting import number
-from gradinspect.render.options import RenderOptions
+from gradinspect.render.settings import RenderOptions
 from gradinspect.render.table import drawn
 from gradinspect.report.flow import FlowReport, FlowRow
 

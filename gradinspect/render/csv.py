@@ -7,8 +7,8 @@ import io
 from typing import Any
 
 from gradinspect.formatting import shape
-from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import csv_text
+from gradinspect.render.settings import RenderOptions
 from gradinspect.report import GradReport, LayersReport
 from gradinspect.report.flow import FlowReport
 

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from gradinspect.render.options import RenderOptions
+from gradinspect.render.settings import RenderOptions
 
 
 def any_report(report: Any, options: RenderOptions) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from gradinspect.render.options import RenderOptions
+from gradinspect.render.settings import RenderOptions
 from gradinspect.report import CheckReport
 
 

@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from gradinspect.formatting import count, number, shape, summed_over
-from gradinspect.render.options import RenderOptions
 from gradinspect.render.safetext import markdown_text
+from gradinspect.render.settings import RenderOptions
 from gradinspect.report import CheckReport, GradReport, LayersReport
 from gradinspect.report.flow import FlowReport
 

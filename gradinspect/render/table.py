@@ -13,7 +13,7 @@ from rich.text import Text
 from gradinspect.formatting import count, number, shape, summed_over
 from gradinspect.render.fit import Column, dropped_note, fit_table
 from gradinspect.render.gradtables import norm_cell, num, outputs_table, weights_table
-from gradinspect.render.options import RenderOptions
+from gradinspect.render.settings import RenderOptions
 from gradinspect.render.text import display_name
 from gradinspect.report import CheckReport, GradReport, LayersReport, PairReport, VerifyReport
 

@@ -101,7 +101,7 @@ def test_integer_input_into_float_model_is_cast_and_reported(tmp_path):
 
 def test_no_partial_output_when_interrupted(tmp_path, monkeypatch):
     """An interrupted write leaves the old file as it was and no temporary file behind."""
-    from gradinspect import output
+    from gradinspect import destinations
 
     target = tmp_path / "report.json"
     target.write_text("old contents")
@@ -109,9 +109,9 @@ def test_no_partial_output_when_interrupted(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(output.os, "replace", interrupted)
+    monkeypatch.setattr(destinations.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        output.atomic_write(target, "new contents" * 1000)
+        destinations.atomic_write(target, "new contents" * 1000)
     assert target.read_text() == "old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
