@@ -144,7 +144,7 @@ def _weight_facts(zf: zipfile.ZipFile, p: Path) -> tuple[int, str | None]:
 
     try:
         with zf.open("model.weights.h5") as member, h5py.File(member, "r") as h5:
-            return limits.h5_dataset_bytes(h5), limits.h5_foreign_storage(h5)
+            return limits.h5_declared(h5)
     except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the weights cannot be read ({exc}); the file is truncated or corrupt") from exc
 
@@ -156,8 +156,7 @@ def _read_h5(p: Path, fh: Any) -> Artifact:
         with h5py.File(fh, "r") as h5:
             attrs = dict(h5.attrs)
             keys = set(h5.keys())
-            foreign = limits.h5_foreign_storage(h5)
-            weight_bytes = limits.h5_dataset_bytes(h5)
+            weight_bytes, foreign = limits.h5_declared(h5)
     except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the HDF5 file is truncated or corrupt ({exc}); re-save or re-download it") from exc
     raw = attrs.get("model_config")
@@ -254,8 +253,10 @@ def _ensure_model_config(config: Any, p: Path, what: str) -> None:
     """A model's config is a JSON object whose ``class_name`` is a string (and ``config``, if any, an object)."""
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFileError(f"{p}: {what} does not describe a Keras model (no 'class_name')")
-    if not isinstance(config["class_name"], str) or not isinstance(config.get("config", {}), (dict, list)):
+    if not isinstance(config["class_name"], str):
         raise ModelFileError(f"{p}: {what} is malformed ('class_name' must be a string); the file is corrupt")
+    if not isinstance(config.get("config", {}), (dict, list)):
+        raise ModelFileError(f"{p}: {what} is malformed ('config' must be an object or a list); the file is corrupt")
 
 
 def _json(raw: bytes | str, p: Path, what: str) -> Any:

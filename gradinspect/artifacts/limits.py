@@ -138,28 +138,15 @@ def read_regular(path: str | Path, limit: int, what: str) -> bytes:
     return data
 
 
-def h5_dataset_bytes(group: Any) -> int:
-    """Declared bytes of every dataset below an open h5py group, from the headers (nothing is read)."""
-    import h5py
-
-    total = 0
-
-    def add(_name: str, obj: Any) -> None:
-        nonlocal total
-        if isinstance(obj, h5py.Dataset):
-            total += _size(obj.shape) * obj.dtype.itemsize
-
-    group.visititems(add)
-    return total
-
-
-def h5_foreign_storage(group: Any) -> str | None:
-    """What, below an open h5py group, would make h5py open another file (None: nothing): an
-    external link, a dataset kept in external raw files, or a virtual dataset (its sources are
-    other files). Found from the links and dataset headers; nothing is followed or read."""
+def h5_declared(group: Any) -> tuple[int, str | None]:
+    """What an open h5py group declares, from its links and dataset headers in one walk of each
+    (nothing is followed or read): the bytes of all its datasets (an HDF5 dataset can declare
+    terabytes in a few bytes), and what would make h5py open another file (None: nothing): an
+    external link, a dataset kept in external raw files, or a virtual dataset (made of other files)."""
     import h5py
 
     found: list[str] = []
+    total = 0
 
     def link(name: str, obj: Any) -> bool | None:
         if isinstance(obj, h5py.ExternalLink):
@@ -167,17 +154,18 @@ def h5_foreign_storage(group: Any) -> str | None:
             return True  # stops the walk
         return None
 
-    def dataset(name: str, obj: Any) -> bool | None:
-        if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+    def dataset(name: str, obj: Any) -> None:
+        nonlocal total
+        if not isinstance(obj, h5py.Dataset):
+            return
+        total += _size(obj.shape) * obj.dtype.itemsize
+        if not found and (obj.is_virtual or obj.external):
             kind = "a virtual dataset (made of other files)" if obj.is_virtual else "stored in external raw files"
             found.append(f"dataset {name!r} is {kind}")
-            return True
-        return None
 
     group.visititems_links(link)
-    if not found:
-        group.visititems(dataset)
-    return found[0] if found else None
+    group.visititems(dataset)
+    return total, (found[0] if found else None)
 
 
 def _size(shape: Any) -> int:

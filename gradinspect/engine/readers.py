@@ -188,7 +188,7 @@ def _from_h5(fh: Any, p: Path, dataset: str, names: list[str], spec: str, budget
 
 
 def _refuse_foreign_storage(h5: Any, spec: str) -> None:
-    foreign = limits.h5_foreign_storage(h5)
+    _, foreign = limits.h5_declared(h5)
     if foreign is not None:
         raise InputDataError(f"{_label(spec)}: {foreign}; gradinspect reads only data stored in the input file itself")
 

@@ -30,7 +30,7 @@ def _h5_with(tmp_path, attr, value):
         ("[1, 2]", "no 'class_name'"),
         ("", "not valid JSON"),
         (json.dumps({"class_name": {"a": 1}, "config": {}}), "'class_name' must be a string"),
-        (json.dumps({"class_name": "Sequential", "config": 7}), "'class_name' must be a string"),
+        (json.dumps({"class_name": "Sequential", "config": 7}), "'config' must be an object or a list"),
     ],
     ids=["number", "array", "empty", "dict-class-name", "numeric-config"],
 )
