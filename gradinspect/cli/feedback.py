@@ -68,3 +68,15 @@ class _Feedback:
 
     def phase(self, text: str) -> None:
         self.bar.update(self.task, description=text)
+
+
+def debugging() -> bool:
+    """Whether the run shows tracebacks and the child's log: ``--debug`` (on the current Click
+    context's root) or ``GRADINSPECT_DEBUG=1``."""
+    import os
+
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    return bool((root or {}).get("debug")) or os.environ.get("GRADINSPECT_DEBUG") == "1"

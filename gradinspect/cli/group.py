@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import click
 
 from gradinspect import __version__
+from gradinspect.cli.feedback import debugging
 from gradinspect.errors import GradinspectError, Interrupted
 from gradinspect.formatting import first_line
 
@@ -71,12 +71,12 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except GradinspectError as exc:
-            if _debug(ctx):
+            if debugging():
                 traceback.print_exc()
             _error(str(exc))
             ctx.exit(exc.exit_code)
         except Exception as exc:  # a bug: still one line, unless --debug asks for more
-            if _debug(ctx):
+            if debugging():
                 # A bug inside the TensorFlow child process carries the child's traceback.
                 sys.stderr.write(getattr(exc, "traceback_text", None) or traceback.format_exc())
             detail = first_line(exc) if str(exc).strip() else ""
@@ -103,11 +103,6 @@ def _error(message: str) -> None:
     from gradinspect.render.safetext import printable
 
     click.echo(f"Error: {printable(message)}", err=True)
-
-
-def _debug(ctx: click.Context) -> bool:
-    obj = ctx.obj or {}
-    return bool(obj.get("debug")) or os.environ.get("GRADINSPECT_DEBUG") == "1"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

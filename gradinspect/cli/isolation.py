@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradinspect.cli.feedback import debugging
 from gradinspect.errors import ChildBug, ChildError, ChildFailed, GradinspectError
 
 DEFAULT_TIMEOUT = 600.0
@@ -130,7 +131,7 @@ def _supervise(request: _Request, workspace: Path, what: str) -> Any:
     finally:
         if child.poll() is None:
             _kill(child)
-    if status != 0 and _debugging():
+    if status != 0 and debugging():
         sys.stderr.write(log.read_text(errors="replace"))
     if status is None:
         raise ChildFailed(
@@ -141,14 +142,6 @@ def _supervise(request: _Request, workspace: Path, what: str) -> Any:
     if status != 0 or not result.is_file():
         raise ChildFailed(_death(what, status, request.limits))
     return _outcome(pickle.loads(result.read_bytes()))
-
-
-def _debugging() -> bool:
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root().obj if ctx is not None else None
-    return bool((root or {}).get("debug")) or os.environ.get("GRADINSPECT_DEBUG") == "1"
 
 
 def _has_fileno(stream: Any) -> bool:
