@@ -1,8 +1,8 @@
 """Everything about a model file, and nothing about gradients.
 
 Owns: detecting the format and reading configs and weights without TensorFlow (``formats``,
-``structure``, ``shapes``, ``savedmodel_static``), the private copy that is scanned and loaded
-(``snapshot``), the safety scans and their allow-lists (``scan``, ``graphscan``,
+``config_walk`` into a ``config_graph``, ``weights``, ``shapes``, ``savedmodel_static``), the
+private copy that is scanned and loaded (``snapshot``), the safety scans and their allow-lists (``scan``, ``graphscan``,
 ``allowlists``, ``protos``), resource bounds (``limits``), the loaders and custom objects
 (``loading``, ``custom_objects``) and the structure of a loaded model (``live``).
 

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from gradinspect.artifacts import limits, protos
+from gradinspect.artifacts.config_graph import ConfigGraph
+from gradinspect.artifacts.config_walk import MALFORMED, walk_config
 from gradinspect.artifacts.snapshot import Snapshot, snapshot
+from gradinspect.artifacts.weights import WeightShapes
 from gradinspect.errors import ModelFileError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -45,7 +48,9 @@ class Artifact:
     configuration (``None`` for a SavedModel without Keras metadata). For a SavedModel with Keras
     metadata, ``metadata_nodes`` holds every node's metadata JSON, decoded. For a SavedModel,
     ``saved_model`` is ``saved_model.pb`` decoded once (a ``tensorflow.SavedModel`` message, see
-    :mod:`gradinspect.artifacts.protos`): every reader of the graph reads this message.
+    :mod:`gradinspect.artifacts.protos`): every reader of the graph reads this message. ``graph``
+    is the config walked once (None for a subclassed model, or when the config is malformed:
+    ``graph_error`` then says how).
     """
 
     path: Path
@@ -62,6 +67,8 @@ class Artifact:
     # the bytes its datasets declare, and what in it would make h5py open another file (None: nothing).
     weight_bytes: int = 0
     weights_foreign: str | None = None
+    graph: ConfigGraph | None = field(default=None, repr=False, compare=False)
+    graph_error: str | None = None
 
     @property
     def source(self) -> Path:
@@ -125,28 +132,42 @@ def _read_keras_zip(p: Path, fh: Any) -> Artifact:
                 )
             config = _json(zf.read("config.json"), p, "config.json")
             meta = _json(zf.read("metadata.json"), p, "metadata.json") if "metadata.json" in names else {}
-            weights = _weight_facts(zf, p) if "model.weights.h5" in names else (0, None)
+            _ensure_model_config(config, p, "config.json")
+            weights = _weight_facts(zf, p, config) if "model.weights.h5" in names else _walked(config, None, True)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(
             f"{p}: the .keras archive is truncated or corrupt ({exc}); re-save or re-download it"
         ) from exc
     except (OSError, EOFError, zipfile.LargeZipFile) as exc:
         raise ModelFileError(f"{p}: the .keras archive cannot be read ({exc}); re-save or re-download it") from exc
-    _ensure_model_config(config, p, "config.json")
     version = meta.get("keras_version") if isinstance(meta, dict) else None
     keras_version = version if isinstance(version, str) else None
-    return Artifact(p, ModelFormat.KERAS, config, keras_version, weight_bytes=weights[0], weights_foreign=weights[1])
+    return replace(Artifact(p, ModelFormat.KERAS, config, keras_version), **weights)
 
 
-def _weight_facts(zf: zipfile.ZipFile, p: Path) -> tuple[int, str | None]:
-    """The weights member's declared dataset bytes and foreign storage, from its headers."""
+def _weight_facts(zf: zipfile.ZipFile, p: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """From one open of the weights member: its declared dataset bytes, its foreign storage, and the
+    config walked with the weights' shapes."""
     import h5py
 
     try:
         with zf.open("model.weights.h5") as member, h5py.File(member, "r") as h5:
-            return limits.h5_declared(h5)
+            weight_bytes, foreign = limits.h5_declared(h5)
+            return {"weight_bytes": weight_bytes, "weights_foreign": foreign, **_walked(config, h5, True)}
     except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the weights cannot be read ({exc}); the file is truncated or corrupt") from exc
+
+
+def _walked(
+    config: dict[str, Any], weights: Any, keras3: bool, metadata: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    """``graph`` and ``graph_error`` of an Artifact: the config's one walk (see config_walk)."""
+    try:
+        return {"graph": walk_config(config, WeightShapes(weights, keras3), metadata), "graph_error": None}
+    except MALFORMED as exc:
+        # The config is untrusted JSON: a missing key or a wrong type is a malformed file. Only a
+        # listing needs the walk, so that says so; a loader may still read the model.
+        return {"graph": None, "graph_error": f"the model config is malformed ({type(exc).__name__}: {exc})"}
 
 
 def _read_h5(p: Path, fh: Any) -> Artifact:
@@ -157,20 +178,10 @@ def _read_h5(p: Path, fh: Any) -> Artifact:
             attrs = dict(h5.attrs)
             keys = set(h5.keys())
             weight_bytes, foreign = limits.h5_declared(h5)
+            config = _h5_config(attrs, keys, p)
+            graph = _walked(config, h5.get("model_weights", h5), False)
     except HDF5_ERRORS as exc:
         raise ModelFileError(f"{p}: the HDF5 file is truncated or corrupt ({exc}); re-save or re-download it") from exc
-    raw = attrs.get("model_config")
-    if raw is None:
-        if "layer_names" in attrs or "model_weights" in keys or "layers" in keys or "vars" in keys:
-            raise ModelFileError(
-                f"{p}: the file holds only weights (no 'model_config'); "
-                "gradinspect needs a full model saved with model.save()"
-            )
-        raise ModelFileError(f"{p}: the HDF5 file has no 'model_config' attribute, so it is not a saved Keras model")
-    if len(raw) > limits.MAX_JSON_MEMBER:
-        raise ModelFileError(f"{p}: 'model_config' is {len(raw):,} bytes, more than any Keras config needs")
-    config = _json(raw, p, "model_config")
-    _ensure_model_config(config, p, "'model_config'")
     version = attrs.get("keras_version")
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
@@ -186,7 +197,26 @@ def _read_h5(p: Path, fh: Any) -> Artifact:
         training_config=training if isinstance(training, dict) else None,
         weight_bytes=weight_bytes,
         weights_foreign=foreign,
+        **graph,
     )
+
+
+def _h5_config(attrs: dict[str, Any], keys: set[str], p: Path) -> dict[str, Any]:
+    """The legacy file's ``model_config`` attribute, parsed and checked."""
+    raw = attrs.get("model_config")
+    if raw is None:
+        if "layer_names" in attrs or "model_weights" in keys or "layers" in keys or "vars" in keys:
+            raise ModelFileError(
+                f"{p}: the file holds only weights (no 'model_config'); "
+                "gradinspect needs a full model saved with model.save()"
+            )
+        raise ModelFileError(f"{p}: the HDF5 file has no 'model_config' attribute, so it is not a saved Keras model")
+    if len(raw) > limits.MAX_JSON_MEMBER:
+        raise ModelFileError(f"{p}: 'model_config' is {len(raw):,} bytes, more than any Keras config needs")
+    config = _json(raw, p, "model_config")
+    _ensure_model_config(config, p, "'model_config'")
+    assert isinstance(config, dict)
+    return config
 
 
 def _read_savedmodel(p: Path, local: Path) -> Artifact:
@@ -225,6 +255,7 @@ def _read_savedmodel(p: Path, local: Path) -> Artifact:
         nodes,
         training if isinstance(training, dict) else None,
         saved_model=saved_model,
+        **(_walked(config, None, False, nodes) if config is not None else {}),
     )
 
 

@@ -182,10 +182,8 @@ def _keras3_changes_semantics(artifact: Artifact) -> str | None:
 
 def _input_shape_mismatch(artifact: Artifact, model: Any) -> str | None:
     """Keras 3 reads some tf.keras 2.3 Sequential files with an extra input dimension."""
-    from gradinspect.artifacts.structure import declared_input_shapes
-
     try:
-        declared = declared_input_shapes(artifact)
+        declared = [spec.shape for spec in artifact.graph.inputs] if artifact.graph is not None else []
         actual = [tuple(t.shape) for t in model.inputs]
     except Exception:
         return None

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gradinspect.artifacts.formats import HDF5_ERRORS, Artifact, ModelFormat
-from gradinspect.errors import ModelFileError
 from gradinspect.formatting import without_output_index
 
 # Variables that Keras creates as non-trainable, by layer class: how many of the layer's own
@@ -46,27 +41,6 @@ class LayerVariables:
         return sum(math.prod(s) for (_, s), t in zip(self.shapes, self.trainable) if t)
 
 
-@contextmanager
-def open_weights(artifact: Artifact) -> Iterator[Any]:
-    import h5py
-
-    try:
-        if artifact.format is ModelFormat.KERAS:
-            with zipfile.ZipFile(artifact.source) as zf:
-                if "model.weights.h5" not in zf.namelist():
-                    yield None
-                    return
-                with zf.open("model.weights.h5") as fh, h5py.File(fh, "r") as h5:
-                    yield h5
-        else:
-            with h5py.File(artifact.source, "r") as h5:
-                yield h5.get("model_weights", h5)
-    except (*HDF5_ERRORS, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(
-            f"{artifact.path}: the weights cannot be read ({exc}); the file is truncated or corrupt"
-        ) from exc
-
-
 def snake_case(name: str) -> str:
     # keras.src.utils.naming.to_snake_case: how Keras 3 names weight groups in model.weights.h5.
     name = re.sub(r"\W+", "", name)
@@ -90,11 +64,12 @@ def _trainable_flags(cls: str, names: list[str], trainable: bool, own_count: int
 
 
 class WeightShapes:
-    """The weights file of one model (``weights`` is an open h5py group, or None when there is none)."""
+    """The weights file of one model (``weights`` is an open h5py group, or None when there is none);
+    ``keras3``: laid out as Keras 3 writes ``model.weights.h5`` (else as a legacy ``.h5``)."""
 
-    def __init__(self, weights: Any, fmt: ModelFormat) -> None:
+    def __init__(self, weights: Any, keras3: bool) -> None:
         self.weights = weights
-        self.fmt = fmt
+        self.keras3 = keras3
 
     def group(self, container: str, cls: str, lname: str, used: dict[str, int]) -> str:
         base = snake_case(cls)
@@ -125,7 +100,7 @@ class WeightShapes:
         found: list[tuple[str, tuple[int, ...]]] = []
         if self.weights is None:
             return LayerVariables([], [])
-        if self.fmt is ModelFormat.KERAS:
+        if self.keras3:
             node = self.weights.get(group) if group else None
             own = node.get("vars") if node is not None else None
             own_names = set()

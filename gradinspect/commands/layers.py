@@ -10,8 +10,8 @@ from gradinspect.artifacts.graphlayers import graph_layers_report
 from gradinspect.artifacts.live import live_layers
 from gradinspect.artifacts.loading import load_artifact, open_artifact
 from gradinspect.artifacts.savedmodel_static import static_savedmodel_layers
-from gradinspect.artifacts.structure import has_layer_structure, static_layers
-from gradinspect.report import LayersReport
+from gradinspect.errors import ModelFileError
+from gradinspect.report import LayersReport, ModelInfo
 
 
 def list_layers(
@@ -33,8 +33,26 @@ def static_listing(path: str | Path, unsafe: bool = False, signature: str | None
 
 
 def _static(artifact: Any, signature: str | None) -> LayersReport | None:
-    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5) and has_layer_structure(artifact.config):
-        return static_layers(artifact)
+    if artifact.format in (ModelFormat.KERAS, ModelFormat.H5):
+        return _config_listing(artifact)
     if artifact.format is ModelFormat.SAVEDMODEL:
         return graph_layers_report(artifact, signature) or static_savedmodel_layers(artifact)
     return None
+
+
+def _config_listing(artifact: Any) -> LayersReport | None:
+    """The listing of a Sequential/Functional model: its config graph, walked when the file was read."""
+    if artifact.graph_error is not None:
+        raise ModelFileError(f"{artifact.path}: {artifact.graph_error}; re-save the model")
+    graph = artifact.graph
+    if graph is None:
+        return None
+    info = ModelInfo(
+        path=str(artifact.path),
+        format=artifact.format.value,
+        name=graph.name,
+        inputs=graph.inputs,
+        loader="static (no TensorFlow)",
+        keras_version=artifact.keras_version,
+    )
+    return LayersReport(info, graph.rows, graph.total_params, graph.trainable_params)

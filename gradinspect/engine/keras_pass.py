@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, variable_name
-from gradinspect.artifacts.structure import layers_feeding_outputs
 from gradinspect.engine import stages as st
 from gradinspect.engine.entries import (
     INTEGER,
@@ -111,7 +110,8 @@ def _pair_reports(
 def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str], str]:
     """Why a layer has no gradient, from the saved graph: not on any path to the loss, or on a path
     through a non-differentiable op (or, without a config to read, either)."""
-    on_path = layers_feeding_outputs(request.loaded.artifact.config, request.loss.output_indices)
+    graph = request.loaded.artifact.graph
+    on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
 
     def reason(path: str) -> str:
         if on_path is None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gradinspect.artifacts.input_facts import built_input_shapes, embedding_vocabularies
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
-from gradinspect.artifacts.structure import declared_input_shapes
 from gradinspect.engine.distributed import device_strategy, devices_note
 from gradinspect.engine.graph_pass import (
     graph_gradients,
@@ -115,16 +113,16 @@ def random_draw(loaded: LoadedModel, specs: tuple[InputSpec, ...] | list[InputSp
     """How --random draws for this model: token ids for inputs that feed an Embedding, and sample
     shapes from the config where the model (a SavedModel signature) leaves dimensions unknown."""
     names = [s.name for s in specs]
-    config = loaded.artifact.config
-    declared = declared_input_shapes(loaded.artifact)
-    if not all(s and None not in s[1:] for s in declared):
-        declared = built_input_shapes(loaded.artifact) or declared
+    graph = loaded.artifact.graph
+    if graph is None:
+        return RandomDraw(data.random, data.seed, data.input_shape, {}, {})
+    declared = graph.input_shapes
     shapes = (
         {n: tuple(s[1:]) for n, s in zip(names, declared) if s and None not in s[1:]}
         if len(declared) == len(names)
         else {}
     )
-    return RandomDraw(data.random, data.seed, data.input_shape, embedding_vocabularies(config, names), shapes)
+    return RandomDraw(data.random, data.seed, data.input_shape, graph.vocabularies_for(names), shapes)
 
 
 def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:

@@ -3,8 +3,10 @@ config parsed once, and saved_model.pb decoded once, before any loader sees it."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import zipfile
 from collections import Counter
 
 import pytest
@@ -69,3 +71,27 @@ def test_a_savedmodel_is_decoded_once(reads):
     assert reads["open saved_model.pb"] == 1 and reads["decode tensorflow.SavedModel"] == 1, dict(reads)
     assert reads["open keras_metadata.pb"] == 1, dict(reads)
     assert reads["decode third_party.py.tf_keras.protobuf.SavedMetadata"] == 1, dict(reads)
+
+
+@pytest.mark.parametrize("name", ["mlp.keras", "mlp.h5"])
+def test_layers_lists_a_keras_or_h5_file_from_that_one_open(reads, name):
+    """The static listing is the config graph walked while the file was open for its config: the
+    weights are not opened again, and the parameter counts are the stored arrays' sizes."""
+    import h5py
+
+    from gradinspect.commands.layers import static_listing
+
+    report = static_listing(SAMPLES / name)
+    assert report is not None
+    # The private copy keeps the file's name; the other open is of its directory.
+    assert reads[f"open {name}"] == 1 and not any(k.startswith("h5py ") for k in reads), dict(reads)
+    # An independent count: the size of every array in the weights file (the MLP has no optimizer state).
+    with contextlib.ExitStack() as stack:
+        if name.endswith(".keras"):
+            zf = stack.enter_context(zipfile.ZipFile(SAMPLES / name))
+            f = stack.enter_context(h5py.File(stack.enter_context(zf.open("model.weights.h5")), "r"))
+        else:
+            f = stack.enter_context(h5py.File(SAMPLES / name, "r"))["model_weights"]
+        sizes: list[int] = []
+        f.visititems(lambda n, o: sizes.append(o.size) if isinstance(o, h5py.Dataset) else None)
+    assert report.total_params == sum(sizes) == sum(r.params for r in report.layers if not r.is_container) > 0

@@ -1,8 +1,8 @@
-"""Layer structure of a `.keras` or `.h5` model read from its config and weights file, without TensorFlow.
+"""One walk of a Sequential/Functional model's config (and its weights file, when open): the ConfigGraph.
 
 Parameter counts come from the shapes of the stored weight arrays; output shapes come from
 the file where it records them (Keras 3 records the shape of every tensor a layer consumes)
-and are otherwise derived by :mod:`gradinspect.artifacts.shapes`, or left empty.
+and are otherwise derived by :mod:`gradinspect.artifacts.shapes`, or left empty. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,12 +11,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradinspect.artifacts import shapes
-from gradinspect.artifacts.formats import Artifact, ModelFormat
-from gradinspect.artifacts.weights import WeightShapes, open_weights, snake_case
-from gradinspect.errors import ModelFileError
-from gradinspect.report import InputSpec, LayerRow, LayersReport, ModelInfo
+from gradinspect.artifacts.config_graph import ConfigGraph, Shape
+from gradinspect.artifacts.weights import WeightShapes, snake_case
+from gradinspect.report import InputSpec, LayerRow
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+# What a hostile or damaged config can make the walk raise (a missing key, a wrong type, a bad
+# number, nesting deeper than Python's stack): the config is then malformed.
+MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError, RecursionError)
+# Layers that only reshape, mask or drop values: an Embedding behind them still reads token ids.
+_SHAPE_ONLY = frozenset(
+    "InputLayer Masking Reshape Flatten Permute RepeatVector Dropout SpatialDropout1D GaussianNoise GaussianDropout "
+    "ActivityRegularization".split()
+)
 
 
 def has_layer_structure(config: dict[str, Any] | None) -> bool:
@@ -29,30 +36,93 @@ def has_layer_structure(config: dict[str, Any] | None) -> bool:
     )
 
 
-def static_layers(artifact: Artifact) -> LayersReport:
-    """List the layers of a Sequential/Functional `.keras` or `.h5` model without TensorFlow."""
-    assert artifact.config is not None and artifact.format in (ModelFormat.KERAS, ModelFormat.H5)
-    with open_weights(artifact) as weights:
-        walker = _Walker(WeightShapes(weights, artifact.format))
-        try:
-            _, inputs = walker.walk_model(artifact.config, _Place())
-        except (KeyError, TypeError, AttributeError, IndexError) as exc:
-            # The config is untrusted JSON: a missing key or a wrong type is a malformed file.
-            raise ModelFileError(
-                f"{artifact.path}: the model config is malformed ({type(exc).__name__}: {exc}); re-save the model"
-            ) from exc
-    name = _model_name(artifact.config)
-    info = ModelInfo(
-        path=str(artifact.path),
-        format=artifact.format.value,
-        name=name,
+def walk_config(
+    config: dict[str, Any], weights: WeightShapes, metadata_nodes: tuple[dict[str, Any], ...] = ()
+) -> ConfigGraph | None:
+    """The ConfigGraph of ``config`` (None for a subclassed model). Raises one of MALFORMED when the
+    config is not what Keras writes. ``metadata_nodes`` (a tf.keras SavedModel's) give built shapes."""
+    if not has_layer_structure(config):
+        return None
+    walker = _Walker(weights)
+    _, inputs = walker.walk_model(config, _Place())
+    inner = config["config"]
+    layers = inner if isinstance(inner, list) else inner.get("layers", [])
+    sequential = config.get("class_name") == "Sequential" or isinstance(inner, list)
+    names = [_name_of(layer) for layer in layers]
+    if sequential:
+        parents = {n: frozenset([p] if p else []) for p, n in zip([None, *names], names) if isinstance(n, str)}
+        outputs: tuple[str, ...] = tuple(names[-1:]) if names and isinstance(names[-1], str) else ()
+    else:
+        parents = {
+            n: frozenset(p for node in layer.get("inbound_nodes") or [] for p, *_ in node_inputs(node))
+            for layer, n in zip(layers, names)
+            if isinstance(n, str)
+        }
+        outputs = tuple(name for name, _, _ in _tensor_refs(inner.get("output_layers", [])))
+    declared = [spec.shape for spec in inputs]
+    if not all(s and None not in s[1:] for s in declared):
+        declared = _built_input_shapes(layers, metadata_nodes) or declared
+    return ConfigGraph(
+        name=_model_name(config),
+        sequential=sequential,
+        rows=tuple(walker.rows),
         inputs=tuple(inputs),
-        loader="static (no TensorFlow)",
-        keras_version=artifact.keras_version,
+        input_shapes=tuple(declared),
+        parents=parents,
+        output_layers=outputs,
+        vocabularies=_vocabularies(layers, sequential, parents),
     )
-    total = sum(r.params for r in walker.rows if not r.is_container)
-    trainable = sum(r.trainable_params for r in walker.rows if not r.is_container)
-    return LayersReport(info, tuple(walker.rows), total, trainable)
+
+
+def _name_of(layer: Any) -> Any:
+    return layer.get("name") or (layer.get("config") or {}).get("name")
+
+
+def _vocabularies(layers: list[Any], sequential: bool, parents: dict[str, frozenset[str]]) -> dict[str, int]:
+    """Inputs that feed an Embedding (directly or through shape-only layers): name -> its ``input_dim``."""
+    if sequential:
+        first = next((layer for layer in layers if layer.get("class_name") not in _SHAPE_ONLY), None)
+        vocabulary = _input_dim(first)
+        return {"": vocabulary} if vocabulary else {}
+    named = {_name_of(layer): layer for layer in layers}
+    found: dict[str, int] = {}
+    for name, layer in named.items():
+        vocabulary = _input_dim(layer)
+        stack, seen = list(parents.get(name, ())), set()
+        while vocabulary and stack:
+            parent = stack.pop()
+            if parent in seen or parent not in named:
+                continue
+            seen.add(parent)
+            if named[parent].get("class_name") == "InputLayer":
+                found[parent] = min(found.get(parent, vocabulary), vocabulary)
+            elif named[parent].get("class_name") in _SHAPE_ONLY:
+                stack.extend(parents.get(parent, ()))
+    return found
+
+
+def _input_dim(layer: dict[str, Any] | None) -> int:
+    if not layer or layer.get("class_name") != "Embedding":
+        return 0
+    value = (layer.get("config") or {}).get("input_dim")
+    return int(value) if isinstance(value, int) and value > 0 else 0
+
+
+def _built_input_shapes(layers: list[Any], metadata_nodes: tuple[dict[str, Any], ...]) -> list[Shape | None]:
+    """The shape a tf.keras SavedModel's first layer was built on, for a Sequential saved after being
+    called, not declared with an input shape (its input then reads (None, None))."""
+    if not metadata_nodes:
+        return []
+    built: dict[Any, Any] = {}  # by the name the metadata gives (None when it gives none)
+    for node in metadata_nodes:
+        shape = node.get("build_input_shape")
+        shape = shape.get("items") if isinstance(shape, dict) else shape
+        if isinstance(shape, list) and shape and all(d is None or isinstance(d, int) for d in shape):
+            built.setdefault(_name_of(node), tuple(shape))
+    first = next((layer for layer in layers if layer.get("class_name") != "InputLayer"), None)
+    if first is None or sum(layer.get("class_name") == "InputLayer" for layer in layers) > 1:
+        return []
+    return [built.get(_name_of(first))]
 
 
 def _model_name(config: dict[str, Any]) -> str | None:
@@ -99,7 +169,7 @@ class _Walker:
 
     def __init__(self, weights: WeightShapes) -> None:
         self.weights = weights
-        self.fmt = weights.fmt
+        self.keras3 = weights.keras3
         self.rows: list[LayerRow] = []
 
     # -- models -----------------------------------------------------------------------------
@@ -203,13 +273,13 @@ class _Walker:
         path = f"{place.prefix}{lname}"
         depth = place.depth
         trainable = place.trainable and cfg.get("trainable", True) is not False
-        keras3 = self.fmt is ModelFormat.KERAS
+        keras3 = self.keras3
         group = self.weights.group(place.container, cls, lname, place.used) if keras3 else None
         if has_layer_structure(layer):
             index = len(self.rows)
             self.rows.append(LayerRow(path, cls, None, 0, 0, trainable, depth, is_container=True))
             h5 = place.h5_group
-            sub_h5 = self.weights.h5_group(lname) if self.fmt is ModelFormat.H5 and h5 is None else h5
+            sub_h5 = self.weights.h5_group(lname) if not keras3 and h5 is None else h5
             inner = _Place(f"{path}/", depth + 1, trainable, f"{group}/layers" if group else "", sub_h5)
             out, _ = self.walk_model(layer, inner, ins or None)
             if out is None and recorded is not None:
@@ -307,46 +377,3 @@ def _keras3_tensors(obj: Any, out: list[tuple[str, int, int, tuple[Any, ...] | N
     elif isinstance(obj, list):
         for v in obj:
             _keras3_tensors(v, out)
-
-
-def layers_feeding_outputs(config: dict[str, Any] | None, outputs: list[int] | None) -> set[str] | None:
-    """Names of the top-level layers that lie on a path to the chosen model outputs.
-
-    ``outputs`` are indices into the model's outputs (None: all of them). Returns None when the
-    config does not describe the graph (subclassed models); for a Sequential every layer counts.
-    """
-    if not has_layer_structure(config):
-        return None
-    assert config is not None
-    inner = config["config"]
-    layers = inner if isinstance(inner, list) else inner.get("layers", [])
-    names = [layer.get("name") or (layer.get("config") or {}).get("name") for layer in layers]
-    if config.get("class_name") == "Sequential" or isinstance(inner, list):
-        return {n for n in names if n}
-    refs = _tensor_refs(inner.get("output_layers", []))
-    chosen = [refs[i] for i in (outputs if outputs is not None else range(len(refs))) if i < len(refs)]
-    parents: dict[str, set[str]] = {}
-    for layer, name in zip(layers, names):
-        if not isinstance(name, str):
-            continue
-        parents[name] = {n for node in layer.get("inbound_nodes") or [] for n, *_ in node_inputs(node)}
-    seen: set[str] = set()
-    stack = [name for name, _, _ in chosen]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        stack.extend(parents.get(name, ()))
-    return seen
-
-
-def declared_input_shapes(artifact: Artifact) -> list[tuple[Any, ...] | None]:
-    """The input shapes (batch included) a model's config declares, in config order; [] when unknown."""
-    if artifact.config is None or not has_layer_structure(artifact.config):
-        return []
-    try:
-        _, inputs = _Walker(WeightShapes(None, artifact.format)).walk_model(artifact.config, _Place())
-    except (KeyError, TypeError, AttributeError, IndexError):
-        return []
-    return [spec.shape for spec in inputs]

@@ -1,4 +1,4 @@
-"""artifacts.structure: the static listing and the graph read from a config, without TensorFlow."""
+"""artifacts.config_walk: the one walk of a config (the ConfigGraph) and the static listing, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -22,31 +22,32 @@ def two_heads(keras, tmp_path_factory):
 
 def test_layers_feeding_each_output(two_heads):
     from gradinspect.artifacts.formats import read_artifact
-    from gradinspect.artifacts.structure import layers_feeding_outputs
 
     d, _ = two_heads
     for name in ("heads.keras", "heads.h5"):
-        config = read_artifact(d / name).config
-        assert layers_feeding_outputs(config, [0]) == {"x", "trunk", "head_a"}
-        assert layers_feeding_outputs(config, [1]) == {"x", "side", "head_b"}
-        assert layers_feeding_outputs(config, None) == {"x", "trunk", "head_a", "side", "head_b"}
+        graph = read_artifact(d / name).graph
+        assert graph is not None
+        assert graph.feeding([0]) == {"x", "trunk", "head_a"}
+        assert graph.feeding([1]) == {"x", "side", "head_b"}
+        assert graph.feeding(None) == {"x", "trunk", "head_a", "side", "head_b"}
 
 
 @pytest.mark.parametrize("name", ["heads.keras", "heads.h5"])
 def test_static_parameter_counts_equal_keras(two_heads, name):
-    from gradinspect.artifacts.formats import read_artifact
-    from gradinspect.artifacts.structure import static_layers
+    from gradinspect.commands.layers import static_listing
 
     d, model = two_heads
-    report = static_layers(read_artifact(d / name))
+    report = static_listing(d / name)
+    assert report is not None
     assert {r.name: r.params for r in report.layers} == {layer.name: layer.count_params() for layer in model.layers}
     assert report.total_params == model.count_params()
 
 
 def test_subclassed_configs_have_no_layer_structure():
-    from gradinspect.artifacts.structure import has_layer_structure, layers_feeding_outputs
+    from gradinspect.artifacts.config_walk import has_layer_structure, walk_config
+    from gradinspect.artifacts.weights import WeightShapes
 
     subclassed = {"class_name": "MyModel", "config": {"units": 3}}
     assert not has_layer_structure(subclassed)
-    assert layers_feeding_outputs(subclassed, None) is None
+    assert walk_config(subclassed, WeightShapes(None, True)) is None
     assert has_layer_structure({"class_name": "Sequential", "config": {"layers": []}})
