@@ -18,9 +18,9 @@ from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, ou
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.losses import check_loss_spec
+from gradinspect.engine.objective import objective_for
 from gradinspect.engine.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.runner import objective_for, random_draw
-from gradinspect.engine.source import prepare_inputs
+from gradinspect.engine.source import prepare_inputs, random_draw
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport

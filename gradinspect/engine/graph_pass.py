@@ -9,7 +9,7 @@ variable. Stage-2 expressions read the recovered outputs as ``act``/``out``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,14 +19,13 @@ from gradinspect.artifacts.graphloops import RESOURCE
 from gradinspect.artifacts.graphrewrite import kept_resources
 from gradinspect.artifacts.live import savedmodel_variables
 from gradinspect.engine import stages as st
-from gradinspect.engine.entries import INTEGER, NO_PATH, grad_report, output_entry, pair_reports, weight_entry
+from gradinspect.engine.entries import INTEGER, NO_PATH, output_entry, pair_reports, weight_entry
 from gradinspect.engine.graph_probe import ProbedCall, build_probed
-from gradinspect.engine.passes import PassRequest, PassResult
-from gradinspect.engine.request import GradientRequest, say
-from gradinspect.engine.streaming import execute
+from gradinspect.engine.passes import Front, PassRequest, PassResult
+from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.formatting import without_output_index
-from gradinspect.report import GradReport, ModelInfo, PairReport
+from gradinspect.report import ModelInfo, PairReport
 
 
 @dataclass
@@ -66,9 +65,9 @@ class GraphSubject:
         return [result[i] for i in self.graph.output_order], recorded
 
 
-def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: list[Any]) -> GradReport:
-    """Gradients of the recovered layers of ``request.pairs`` (``variables``: the restored variables in
-    resource-argument order), from one pass per batch."""
+def graph_front(request: GradientRequest, graph: RecoveredGraph, variables: list[Any]) -> Front:
+    """What the recovered layers of ``request.pairs`` contribute to the pipeline (``variables``: the
+    restored variables in resource-argument order): the signature's function with probes on them."""
     import tensorflow as tf
 
     pairs = list(request.pairs)
@@ -95,15 +94,13 @@ def graph_gradients(request: GradientRequest, graph: RecoveredGraph, variables: 
         phase = getattr(request.progress, "phase", None) if start == 0 else None
         return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars, phase)
 
-    result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
-    say(request.progress, "statistics")
-    arrays: dict[str, np.ndarray] = {}
-    reports = _pair_reports(request, result, arrays)
+    def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
+        return _pair_reports(request, result, arrays)
+
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, request.specs, loader=loaded.loader)
-    notes = [*request.notes, f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
-    notes += _kept_notes(layers, kept)
-    return grad_report(replace(request, notes=tuple(notes)), info, result, reports, arrays, batches, noise)
+    notes = [f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
+    return Front(make, reports, info, tuple(notes + _kept_notes(layers, kept)))
 
 
 def _kept_notes(layers: dict[str, GraphLayer], kept: dict[str, str]) -> list[str]:

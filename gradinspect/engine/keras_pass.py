@@ -15,16 +15,14 @@ from gradinspect.engine.entries import (
     NON_DIFFERENTIABLE,
     NOT_BETWEEN,
     NOT_CALLED,
-    grad_report,
     output_entry,
     pair_reports,
     weight_entry,
 )
-from gradinspect.engine.passes import KerasSubject, PassRequest, PassResult
-from gradinspect.engine.request import GradientRequest, say
-from gradinspect.engine.streaming import execute
+from gradinspect.engine.passes import Front, KerasSubject, PassRequest, PassResult
+from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.report import GradReport, InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
+from gradinspect.report import InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 
 def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: bool) -> list[tuple[str, str]]:
@@ -46,8 +44,9 @@ def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: b
     return list(pairs)
 
 
-def keras_gradients(request: GradientRequest) -> GradReport:
-    """Gradients for every pair of a Keras model, from one pass (see :func:`run_pass`)."""
+def keras_front(request: GradientRequest) -> Front:
+    """What a Keras model contributes to the pipeline: its subject (the chosen layers, their variables
+    and, for stage 2, the layers between each pair) and its pair reports."""
     loaded = request.loaded
     model = loaded.model
     pairs = list(request.pairs)
@@ -78,14 +77,11 @@ def keras_gradients(request: GradientRequest) -> GradReport:
         n_stages = len(pairs) if request.stages else 0
         return PassRequest(subject, feeds, objective, n_stages, starter, stage2_variables, phase)
 
-    result, batches, noise = execute(
-        make, request.samples, request.plan, request.progress, request.sink, request.compile, request.strategy
-    )
-    say(request.progress, "statistics")
-    arrays: dict[str, np.ndarray] = {}
-    pair_reports = _pair_reports(request, result, wanted, arrays)
+    def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
+        return _pair_reports(request, result, wanted, arrays)
+
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
-    return grad_report(request, info, result, pair_reports, arrays, batches, noise)
+    return Front(make, reports, info, compile=request.compile, strategy=request.strategy)
 
 
 def _pair_reports(

@@ -15,7 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.engine.losses import BUILTIN, KERAS_LOSSES, LOGPROB_PRED, check_loss_spec, term_function
+from gradinspect.artifacts.loading import LoadedModel
+from gradinspect.engine.inputs import output_targets
+from gradinspect.engine.losses import (
+    BUILTIN,
+    KERAS_LOSSES,
+    LOGPROB_PRED,
+    check_loss_spec,
+    compiled_losses,
+    term_function,
+)
+from gradinspect.engine.options import DataOptions
 from gradinspect.errors import GradientError
 
 # Rows that sum to 1 within this (relative) tolerance, with entries in [0, 1], are distributions.
@@ -181,3 +191,10 @@ def _require_targets(terms: list[Term]) -> None:
                 f"--loss {term.spec} on output {term.name!r} compares it with a target: give --target FILE "
                 f"(an .npz keyed by output name for several) or --model-output {term.name}=FILE"
             )
+
+
+def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:
+    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), targets read and cut."""
+    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, data.batch_size, batch)
+    compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
+    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)

@@ -21,7 +21,7 @@ from gradinspect.engine.capture import flatten, recording
 from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
-from gradinspect.report import Noise, TensorStats
+from gradinspect.report import ModelInfo, Noise, PairReport, TensorStats
 
 # Recorded outputs: layer (or input) name -> one list of tensors per call.
 Recorded = dict[str, list[list[Any]]]
@@ -107,6 +107,21 @@ class PassResult:
     # The loss that ran (``auto`` resolved, one spec per term) and why: the first batch's, for every batch.
     loss_specs: tuple[str, ...] = ()
     loss_notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Front:
+    """``make(start, stop)``: the pass request of samples ``start:stop``; ``reports(result, arrays)``:
+    each pair's entries from the merged result (arrays to save go into ``arrays``); ``info``: the
+    model as the report names it; ``notes``: what this front adds to the request's notes;
+    ``compile`` and ``strategy``: how batches after the first run (see :func:`gradinspect.engine.streaming.execute`)."""
+
+    make: Callable[[int, int], PassRequest]
+    reports: Callable[[PassResult, dict[str, np.ndarray]], tuple[PairReport, ...]]
+    info: ModelInfo
+    notes: tuple[str, ...] = ()
+    compile: str = "auto"
+    strategy: Any = None
 
 
 def run_pass(request: PassRequest) -> PassResult:

@@ -1,5 +1,7 @@
-"""The gradient pipeline's front: checked options -> one request -> the pass that fits the model
-(a Keras model, the layers recovered from a SavedModel's graph, or its signature) -> a GradReport.
+"""The gradient pipeline's entry: checked options -> one request -> the front that fits the model
+(a Keras model, the layers recovered from a SavedModel's graph, or its signature, chosen once by
+:func:`gradinspect.engine.pipeline.front_for`) -> :func:`gradinspect.engine.pipeline.run_front` -> a
+GradReport.
 
 Every command that computes gradients (grad, check, flow, verify) builds its request here.
 """
@@ -12,24 +14,13 @@ from typing import Any
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.distributed import device_strategy, devices_note
-from gradinspect.engine.graph_pass import (
-    graph_gradients,
-    graph_pairs,
-    recovered_graph,
-    signature_variables,
-    wants_graph,
-)
-from gradinspect.engine.inputs import RandomDraw, output_targets
-from gradinspect.engine.keras_pass import keras_gradients, resolve_pairs
-from gradinspect.engine.losses import compiled_losses
-from gradinspect.engine.objective import Objective, OutputChoice, build_objective
+from gradinspect.engine.objective import objective_for
 from gradinspect.engine.options import DataOptions, checked_options
+from gradinspect.engine.pipeline import front_for, run_front
 from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.request import GradientRequest, say
-from gradinspect.engine.signatures import savedmodel_signature, signature_gradients
-from gradinspect.engine.source import prepare_source
-from gradinspect.engine.stages import parse_stages
-from gradinspect.errors import GradientError
+from gradinspect.engine.signatures import savedmodel_signature
+from gradinspect.engine.source import prepare_source, random_draw
 from gradinspect.report import GradReport, InputSpec
 
 # Inputs with more samples than this run in batches of this size unless --batch-size says otherwise.
@@ -54,29 +45,7 @@ def run_gradients(
     )
     if strategy is not None:
         request = replace(request, notes=(*request.notes, devices_note(strategy)))
-    has_target = data.target is not None
-    if signature is not None:
-        if strategy is not None:
-            raise GradientError(
-                f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
-            )
-        graph = recovered_graph(loaded, signature.key)
-        if graph is not None and wants_graph(graph, pairs, grad_opts.all_layers):
-            stages = parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, len(names), has_target)
-            chosen = graph_pairs(graph, pairs, grad_opts.all_layers)
-            variables = signature_variables(loaded, signature.function, graph)
-            return graph_gradients(replace(request, pairs=chosen, stages=stages), graph, variables)
-        if grad_opts.stage2 is not None:
-            raise GradientError(
-                f"{loaded.artifact.path}: --stage2 needs layers (act/out), and none were recovered from the graph "
-                "of this SavedModel: name layers with --pair (see 'gradinspect layers')"
-            )
-        chosen = () if grad_opts.all_layers else tuple(pairs or ())
-        return signature_gradients(replace(request, pairs=chosen), signature)
-    n_outputs = len(getattr(loaded.model, "outputs", None) or [None])
-    stages = parse_stages(grad_opts.stage1, grad_opts.stage2, grad_opts.through, n_outputs, has_target)
-    pair_list = tuple(resolve_pairs(loaded.model, pairs, grad_opts.all_layers))
-    return keras_gradients(replace(request, pairs=pair_list, stages=stages))
+    return run_front(request, front_for(request, signature, pairs, grad_opts))
 
 
 def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:
@@ -107,26 +76,3 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         inputs=inputs,
         compile=data.compile,
     )
-
-
-def random_draw(loaded: LoadedModel, specs: tuple[InputSpec, ...] | list[InputSpec], data: DataOptions) -> RandomDraw:
-    """How --random draws for this model: token ids for inputs that feed an Embedding, and sample
-    shapes from the config where the model (a SavedModel signature) leaves dimensions unknown."""
-    names = [s.name for s in specs]
-    graph = loaded.artifact.graph
-    if graph is None:
-        return RandomDraw(data.random, data.seed, data.input_shape, {}, {})
-    declared = graph.input_shapes
-    shapes = (
-        {n: tuple(s[1:]) for n, s in zip(names, declared) if s and None not in s[1:]}
-        if len(declared) == len(names)
-        else {}
-    )
-    return RandomDraw(data.random, data.seed, data.input_shape, graph.vocabularies_for(names), shapes)
-
-
-def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:
-    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), targets read and cut."""
-    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, data.batch_size, batch)
-    compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
-    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,13 @@ from gradinspect.engine.entries import (
     NO_PATH,
     NON_DIFFERENTIABLE,
     UNUSED_VARIABLE,
-    grad_report,
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import PassRequest, SignatureSubject
-from gradinspect.engine.request import GradientRequest, say
-from gradinspect.engine.streaming import execute
+from gradinspect.engine.passes import Front, PassRequest, PassResult, SignatureSubject
+from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
-from gradinspect.report import GradReport, InputSpec, ModelInfo, PairReport
+from gradinspect.report import InputSpec, ModelInfo, PairReport
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def savedmodel_signature(loaded: LoadedModel, key: str | None = None) -> LiveSig
     return LiveSignature(key, fn, specs)
 
 
-def signature_gradients(request: GradientRequest, signature: LiveSignature) -> GradReport:
+def signature_front(request: GradientRequest, signature: LiveSignature) -> Front:
     """A SavedModel without Keras structure: d loss / d each input and d loss / d each variable.
 
     Layers do not exist here; name scopes stand in for them (`gradinspect layers` lists them), and
@@ -76,10 +74,19 @@ def signature_gradients(request: GradientRequest, signature: LiveSignature) -> G
         feeds, objective = request.batch(start, stop)
         return PassRequest(subject, feeds, objective, phase=getattr(request.progress, "phase", None))
 
-    result, batches, noise = execute(make, request.samples, request.plan, request.progress, request.sink)
-    say(request.progress, "statistics")
+    def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
+        return _signature_reports(result, arrays, fn, pairs)
+
+    loaded = request.loaded
+    info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
+    return Front(make, reports, info, (f"SavedModel without Keras layers: gradients through signature {key!r}",))
+
+
+def _signature_reports(
+    result: PassResult, arrays: dict[str, np.ndarray], fn: Any, pairs: list[tuple[str, str]]
+) -> tuple[PairReport, ...]:
+    """Output entries are the inputs'; a pair holds the variables of its two name scopes."""
     captured = {id(t) for t in getattr(fn, "captured_inputs", ())}
-    arrays: dict[str, np.ndarray] = {}
     outs = tuple(
         output_entry(tg, INTEGER if not tg.tensor.dtype.is_floating else NO_PATH, arrays) for tg in result.tensors
     )
@@ -87,14 +94,10 @@ def signature_gradients(request: GradientRequest, signature: LiveSignature) -> G
     for vg in result.variables:
         unused = captured and id(getattr(vg.variable, "handle", None)) not in captured
         weights.append(weight_entry(vg, UNUSED_VARIABLE if unused else NON_DIFFERENTIABLE, arrays))
-    pair_reports = tuple(
+    return tuple(
         PairReport(a, b, outs, tuple(weights if (a, b) == _EVERYTHING else [w for w in weights if w.layer in (a, b)]))
         for a, b in pairs
     )
-    loaded = request.loaded
-    info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
-    notes = (*request.notes, f"SavedModel without Keras layers: gradients through signature {key!r}")
-    return grad_report(replace(request, notes=notes), info, result, pair_reports, arrays, batches, noise)
 
 
 _EVERYTHING = ("(inputs)", "(variables)")

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from gradinspect.artifacts import limits
+from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.engine.inputs import RandomDraw, check_arrays, random_arrays
+from gradinspect.engine.options import DataOptions
 from gradinspect.engine.readers import lazy_columns, read_arrays, read_rows
 from gradinspect.errors import InputDataError
 from gradinspect.report import InputSpec
@@ -116,6 +118,22 @@ def _window(samples: str | None) -> slice:
         return slice(int(start) if start else None, int(stop) if stop else None)
     except ValueError as exc:
         raise InputDataError(f"--samples {samples}: expected START:STOP, e.g. 0:16") from exc
+
+
+def random_draw(loaded: LoadedModel, specs: tuple[InputSpec, ...] | list[InputSpec], data: DataOptions) -> RandomDraw:
+    """How --random draws for this model: token ids for inputs that feed an Embedding, and sample
+    shapes from the config where the model (a SavedModel signature) leaves dimensions unknown."""
+    names = [s.name for s in specs]
+    graph = loaded.artifact.graph
+    if graph is None:
+        return RandomDraw(data.random, data.seed, data.input_shape, {}, {})
+    declared = graph.input_shapes
+    shapes = (
+        {n: tuple(s[1:]) for n, s in zip(names, declared) if s and None not in s[1:]}
+        if len(declared) == len(names)
+        else {}
+    )
+    return RandomDraw(data.random, data.seed, data.input_shape, graph.vocabularies_for(names), shapes)
 
 
 def prepare_source(
