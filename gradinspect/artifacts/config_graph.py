@@ -46,12 +46,6 @@ class ConfigGraph:
     def trainable_params(self) -> int:
         return sum(r.trainable_params for r in self.rows if not r.is_container)
 
-    def vocabularies_for(self, input_names: list[str]) -> dict[str, int]:
-        """Token vocabularies by the loaded model's input names."""
-        if "" in self.vocabularies:
-            return {input_names[0]: self.vocabularies[""]} if len(input_names) == 1 else {}
-        return {n: v for n, v in self.vocabularies.items() if n in input_names}
-
     def feeding(self, outputs: list[int] | None) -> set[str]:
         """Top-level layers on a path to the chosen outputs (indices; None: all); for a Sequential, all."""
         if self.sequential:

@@ -17,10 +17,11 @@ import numpy as np
 from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names, variable_name
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.differences import LayerDifferences, Settings
+from gradinspect.engine.entries import loss_name
 from gradinspect.engine.losses import check_loss_spec
-from gradinspect.engine.objective import objective_for
 from gradinspect.engine.options import DataOptions, ModelOptions, check_data_options, split_options
 from gradinspect.engine.source import prepare_inputs, random_draw
+from gradinspect.engine.targets import objective_for
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
 from gradinspect.report import VerifyEntry, VerifyReport
@@ -136,10 +137,9 @@ def verify(
     settings = Settings(opts.entries, opts.eps, opts.tol, np.random.default_rng(data.seed), opts.progress)
     differences = LayerDifferences(copy, [s.name for s in specs], feeds, objective, settings)
     checked = tuple(differences.check(layer, find_layer(copy, layer), variable_name))
+    loss = loss_name(objective.terms, objective.ran)  # what ran, ``auto`` resolved
     info = live_layers(loaded).model
-    return VerifyReport(
-        info, layer, objective.description, source, int(batch), opts.eps, opts.tol, checked, verdict(layer, checked)
-    )
+    return VerifyReport(info, layer, loss, source, int(batch), opts.eps, opts.tol, checked, verdict(layer, checked))
 
 
 def verdict(layer: str, entries: tuple[VerifyEntry, ...]) -> str | None:

@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gradinspect.engine.losses import BUILTIN
 from gradinspect.engine.stats import tensor_stats
 from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
+    from gradinspect.engine.objective import Term
     from gradinspect.engine.passes import PassResult, TensorGradient, VariableGradient
     from gradinspect.engine.request import GradientRequest
 
@@ -42,10 +44,12 @@ def grad_report(
     """The report of one run: the loss that ran (``auto`` resolved, as ``result`` says: the same on
     every path, eager or compiled), with notes on what it chose, on a non-finite loss, and on
     gradients that are only rounding noise."""
+    fingerprint = request.inputs.fingerprint()  # reads any row no batch read, so before the notes
+    inputs_notes = request.inputs.notes
     loss_value = result.loss_value
-    spec = request.loss.described(result.loss_specs)
-    notes = (*request.notes, *request.input_notes(), *result.loss_notes)
-    if batches and request.inputs is not None and request.inputs.read_whole:
+    spec = loss_name(request.loss.terms, result.loss_specs)
+    notes = (*request.notes, *inputs_notes, *result.loss_notes)
+    if batches and request.inputs.read_whole:
         notes = (*notes, f"{request.source}: this format is read whole (.npy and HDF5 are read a batch at a time)")
     if not np.isfinite(loss_value):
         notes = (*notes, f"the loss is {loss_value}: gradients hold NaN/Inf")
@@ -68,15 +72,25 @@ def grad_report(
         loss_spec=spec,
         loss_value=loss_value,
         input_source=request.source,
-        batch_size=request.plan.batch_size if batches and request.plan else request.samples,
+        batch_size=request.plan.batch_size if batches and request.plan else request.inputs.n,
         training=request.training,
         pairs=pairs,
         notes=tuple(notes),
         arrays=arrays,
-        input_fingerprint=request.fingerprint(),
+        input_fingerprint=fingerprint,
         batches=batches,
         noise=noise,
     )
+
+
+def loss_name(terms: list[Term], specs: list[str] | tuple[str, ...]) -> str:
+    """The loss as the report names it, ``specs`` (one per term) being what ran: ``logprob:pred``,
+    ``mse(out_a, out_b)``, or ``mse(out_a) + 0.5·mse(out_b)``."""
+    if len(terms) == 1 or (len(set(specs)) == 1 and all(t.weight == 1 for t in terms)):
+        single = specs[0]
+        many = len(terms) > 1 and single not in BUILTIN
+        return f"{single}({', '.join(t.name for t in terms)})" if many else single
+    return " + ".join(f"{'' if t.weight == 1 else f'{t.weight:g}·'}{spec}({t.name})" for t, spec in zip(terms, specs))
 
 
 # float32 rounding (2**-23) times a margin for the sums inside a backward pass.

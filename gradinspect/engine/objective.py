@@ -15,17 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.loading import LoadedModel
-from gradinspect.engine.inputs import output_targets
 from gradinspect.engine.losses import (
     BUILTIN,
     KERAS_LOSSES,
     LOGPROB_PRED,
     check_loss_spec,
-    compiled_losses,
     term_function,
 )
-from gradinspect.engine.options import DataOptions
 from gradinspect.errors import GradientError
 
 # Rows that sum to 1 within this (relative) tolerance, with entries in [0, 1], are distributions.
@@ -46,9 +42,9 @@ class Term:
 class Objective:
     """Callable as ``objective(outputs, _unused_target)``: the scalar sum of its terms.
 
-    After a call, :attr:`description` says which loss ran (``auto`` resolved), e.g.
-    ``logprob:pred`` or ``mse(out_a) + 0.5·mse(out_b)``; :attr:`notes` say why ``auto`` chose
-    what it chose.
+    After a call, :attr:`ran` holds the loss each term ran (``auto`` resolved; see
+    :func:`gradinspect.engine.entries.loss_name` for how the report names it) and :attr:`notes`
+    say why ``auto`` chose what it chose.
     """
 
     def __init__(self, terms: list[Term], requested: str, notes: tuple[str, ...] = ()) -> None:
@@ -56,68 +52,40 @@ class Objective:
             raise GradientError("the loss reads no output; name one with --model-output NAME")
         self.terms = terms
         self.requested = requested
+        self.output_indices = [t.index for t in terms]
         self.ran: list[str] = [t.spec for t in terms]
-        self._fixed_notes = notes
-        self._auto_notes: list[str] = []
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        """What the report should say about the loss: how ``compiled`` and ``auto`` were resolved."""
-        return (*self._fixed_notes, *self._auto_notes)
-
-    def rows(self, start: int, stop: int) -> Objective:
-        """The same objective for samples ``start:stop`` (its targets cut to them)."""
-        terms = [
-            Term(t.index, t.name, t.spec, t.weight, None if t.target is None else np.asarray(t.target[start:stop]))
-            for t in self.terms
-        ]
-        return Objective(terms, self.requested, self._fixed_notes)
-
-    @property
-    def output_indices(self) -> list[int]:
-        return [t.index for t in self.terms]
-
-    @property
-    def description(self) -> str:
-        return self.described(self.ran)
-
-    def described(self, specs: list[str] | tuple[str, ...]) -> str:
-        """The loss as the report names it, with ``specs`` (one per term) as what ran."""
-        if len(self.terms) == 1 or (len(set(specs)) == 1 and all(t.weight == 1 for t in self.terms)):
-            single = specs[0]
-            many = len(self.terms) > 1 and single not in BUILTIN
-            return f"{single}({', '.join(t.name for t in self.terms)})" if many else single
-        parts = []
-        for term, spec in zip(self.terms, specs):
-            scale = "" if term.weight == 1 else f"{term.weight:g}·"
-            parts.append(f"{scale}{spec}({term.name})")
-        return " + ".join(parts)
+        self.fixed_notes = notes
+        # What the report should say about the loss: how ``compiled`` and (after a call) ``auto`` were resolved.
+        self.notes: tuple[str, ...] = notes
 
     def __call__(self, outputs: list[Any], _target: Any = None) -> Any:
         import tensorflow as tf
 
         values = []
-        self._auto_notes = []
+        auto: list[str] = []
         for i, term in enumerate(self.terms):
             if term.index >= len(outputs):
                 raise GradientError(f"--model-output {term.name}: the model returned {len(outputs)} outputs")
             y = outputs[term.index]
-            spec = self._resolve(term, y)
+            spec = _resolve(term, y, auto)
             self.ran[i] = spec
             value = term_function(spec)(y, term.target)
             values.append(value if term.weight == 1 else term.weight * tf.cast(value, value.dtype))
+        self.notes = (*self.fixed_notes, *auto)
         return tf.add_n(values) if len(values) > 1 else values[0]
 
-    def _resolve(self, term: Term, y: Any) -> str:
-        if term.spec != "auto":
-            return term.spec
-        if is_distribution(y):
-            self._auto_notes.append(
-                f"--loss auto: output {term.name!r} holds probability rows (each sums to 1), whose sum is "
-                f"constant; the loss is {LOGPROB_PRED} (Σ log p of each sample's predicted class)"
-            )
-            return LOGPROB_PRED
-        return "sum"
+
+def _resolve(term: Term, y: Any, notes: list[str]) -> str:
+    """The loss ``auto`` stands for on output ``y`` (with a note in ``notes`` when it is not ``sum``)."""
+    if term.spec != "auto":
+        return term.spec
+    if is_distribution(y):
+        notes.append(
+            f"--loss auto: output {term.name!r} holds probability rows (each sums to 1), whose sum is "
+            f"constant; the loss is {LOGPROB_PRED} (Σ log p of each sample's predicted class)"
+        )
+        return LOGPROB_PRED
+    return "sum"
 
 
 def is_distribution(y: Any) -> bool:
@@ -191,10 +159,3 @@ def _require_targets(terms: list[Term]) -> None:
                 f"--loss {term.spec} on output {term.name!r} compares it with a target: give --target FILE "
                 f"(an .npz keyed by output name for several) or --model-output {term.name}=FILE"
             )
-
-
-def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:
-    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), targets read and cut."""
-    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, data.batch_size, batch)
-    compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
-    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)

@@ -18,7 +18,8 @@ from gradinspect.engine.graph_pass import graph_front, graph_pairs, recovered_gr
 from gradinspect.engine.keras_pass import keras_front, resolve_pairs
 from gradinspect.engine.options import GradOptions
 from gradinspect.engine.passes import Front
-from gradinspect.engine.request import GradientRequest, say
+from gradinspect.engine.progress import say
+from gradinspect.engine.request import GradientRequest
 from gradinspect.engine.signatures import LiveSignature, signature_front
 from gradinspect.engine.stages import parse_stages
 from gradinspect.engine.streaming import execute
@@ -59,7 +60,7 @@ def front_for(
 def run_front(request: GradientRequest, front: Front) -> GradReport:
     """One forward and one backward pass per batch serve every pair; then the statistics and the report."""
     result, batches, noise = execute(
-        front.make, request.samples, request.plan, request.progress, request.sink, front.compile, front.strategy
+        front.make, request.inputs.n, request.plan, request.progress, request.sink, front.compile, front.strategy
     )
     say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}

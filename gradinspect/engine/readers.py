@@ -316,12 +316,3 @@ def _lazy_keyed(columns: dict[str, Any], names: list[str], spec: str) -> dict[st
             f"expected {', '.join(names)}"
         )
     return columns
-
-
-def read_rows(column: Any, start: int, stop: int, label: str) -> np.ndarray:
-    """Rows ``start:stop`` of a lazily read column; a file cut short or changed under us is one InputDataError."""
-    try:
-        return np.asarray(column[start:stop])
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        why = f"{type(exc).__name__}: {first_line(exc, 200)}"
-        raise InputDataError(f"{label}: cannot read samples {start}:{stop} ({why})") from exc

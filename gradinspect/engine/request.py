@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.engine.objective import Objective
 from gradinspect.engine.plans import BatchPlan
-from gradinspect.engine.source import InputSource, fingerprint
+from gradinspect.engine.source import InputSource
 from gradinspect.engine.stages import StageSpec
 from gradinspect.report import InputSpec
 
@@ -39,8 +39,8 @@ class GradientRequest:
     source: str = "arrays"
     notes: tuple[str, ...] = ()
     plan: BatchPlan | None = None  # several batches, merged as one (None: one pass over all samples)
-    # Where further batches are read from (a file read a slice at a time); ``arrays`` is the first.
-    inputs: InputSource | None = None
+    # Every sample of the run (``inputs.n`` of them), read a slice at a time; ``arrays`` is the first batch.
+    inputs: InputSource = field(kw_only=True)
     progress: Callable[[int, int, int], None] | None = field(default=None, compare=False)  # batches, total, samples
     compile: str = "auto"  # --compile: the batches after the first as one tf.function
     strategy: Any = field(default=None, compare=False)  # --devices: a tf.distribute.MirroredStrategy
@@ -49,31 +49,7 @@ class GradientRequest:
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
         """The inputs and the objective (its targets) of samples ``start:stop``."""
         first = int(next(iter(self.arrays.values())).shape[0])
-        if (start, stop) == (0, first):
-            feeds = self.arrays
-        elif self.inputs is not None:
-            feeds = self.inputs.rows(start, stop)
-        else:
-            feeds = {k: v[start:stop] for k, v in self.arrays.items()}
-        return feeds, self.loss.rows(start, stop)  # targets read (a file's rows) with the inputs
-
-    @property
-    def samples(self) -> int:
-        return self.inputs.n if self.inputs is not None else int(next(iter(self.arrays.values())).shape[0])
-
-    def input_notes(self) -> list[str]:
-        """What reading the inputs needed saying (casts, NaN/Inf counts over every row read)."""
-        return self.inputs.notes if self.inputs is not None else []
-
-    def fingerprint(self) -> str:
-        """Which data the result came from (see :meth:`InputSource.fingerprint`)."""
-        if self.inputs is not None:
-            return self.inputs.fingerprint()
-        return fingerprint(self.arrays, list(self.specs))
-
-
-def say(progress: Any, text: str) -> None:
-    """Name the step now running (``progress.phase``, when the progress display has one)."""
-    phase = getattr(progress, "phase", None)
-    if phase is not None:
-        phase(text)
+        feeds = self.arrays if (start, stop) == (0, first) else self.inputs.rows(start, stop)
+        loss = self.loss  # the same objective, its targets cut to the rows (a file's rows read now)
+        terms = [replace(t, target=None if t.target is None else np.asarray(t.target[start:stop])) for t in loss.terms]
+        return feeds, Objective(terms, loss.requested, loss.fixed_notes)

@@ -14,13 +14,14 @@ from typing import Any
 from gradinspect.artifacts.live import model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.distributed import device_strategy, devices_note
-from gradinspect.engine.objective import objective_for
 from gradinspect.engine.options import DataOptions, checked_options
 from gradinspect.engine.pipeline import front_for, run_front
 from gradinspect.engine.plans import BatchPlan
-from gradinspect.engine.request import GradientRequest, say
+from gradinspect.engine.progress import say
+from gradinspect.engine.request import GradientRequest
 from gradinspect.engine.signatures import savedmodel_signature
 from gradinspect.engine.source import prepare_source, random_draw
+from gradinspect.engine.targets import objective_for
 from gradinspect.report import GradReport, InputSpec
 
 # Inputs with more samples than this run in batches of this size unless --batch-size says otherwise.
@@ -52,11 +53,12 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
     """The inputs read and checked against ``specs``, the objective over outputs ``names`` with its targets."""
     inputs, source = prepare_source(list(specs), data.inputs, random_draw(loaded, specs, data), data.samples)
     rows = inputs.n
-    plan = BatchPlan(rows, data.batch_size or min(rows, DEFAULT_BATCH), data.max_batches)
+    batch_size = data.batch_size or min(rows, DEFAULT_BATCH)
+    arrays = inputs.rows(0, min(rows, batch_size))  # the first batch, checked before any pass
+    plan = BatchPlan(rows, batch_size, data.max_batches)
     if plan.samples < rows:  # --max-batches stops early: the run is about the samples it read
         inputs.n = plan.samples
         plan = replace(plan, n=plan.samples)
-    arrays = inputs.rows(0, min(plan.n, plan.batch_size))  # the first batch, checked before any pass
     notes = [note for note in (loaded.artifact.note, loaded.note) if note]
     # Targets follow the inputs: --samples, then the first plan.n rows (all of them unless --max-batches).
     objective = objective_for(loaded, names, replace(data, batch_size=plan.n), plan.n)

@@ -1,11 +1,14 @@
-"""The samples of one run, read a slice at a time: a memory-mapped ``.npy`` or an HDF5 dataset is
-never read whole, and every slice is checked against the model's inputs as it is read."""
+"""The samples of one run: read from the user's data (npy, npz, csv, json, HDF5) or drawn at random
+(seeded), a slice at a time: a memory-mapped ``.npy`` or an HDF5 dataset is never read whole, and
+every slice is checked against the model's inputs (shapes, dtypes, safe casts) as it is read."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +16,146 @@ import numpy as np
 
 from gradinspect.artifacts import limits
 from gradinspect.artifacts.loading import LoadedModel
-from gradinspect.engine.inputs import RandomDraw, check_arrays, random_arrays
 from gradinspect.engine.options import DataOptions
-from gradinspect.engine.readers import lazy_columns, read_arrays, read_rows
+from gradinspect.engine.readers import lazy_columns, read_arrays
 from gradinspect.errors import InputDataError
+from gradinspect.formatting import first_line
+from gradinspect.formatting import shape as shape_text
 from gradinspect.report import InputSpec
 
 _NONFINITE = re.compile(r"^input '(.+)' holds (\d+) NaN/Inf value\(s\)$")
+
+
+# Refuse --random requests that would need more than this, before allocating anything.
+MAX_RANDOM_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class RandomDraw:
+    """How ``--random`` draws samples: ``n`` of them from ``seed``; ``input_shape`` for unknown
+    dimensions; ``ids`` gives, for inputs that feed an Embedding, the vocabulary size to draw token
+    ids below; ``shapes`` per-input sample shapes known from the file (when the signature has none)."""
+
+    n: int = 4
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+    ids: Mapping[str, int] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def random_arrays(specs: list[InputSpec], draw: RandomDraw) -> tuple[dict[str, np.ndarray], str]:
+    """Seeded samples for every input, and a description of what was drawn (for the header line).
+
+    Floats are standard normal; inputs that feed an Embedding get integer ids in [0, vocabulary)
+    (in the input's own dtype); other integers are in [0, 10); a fixed batch dimension is honoured.
+    """
+    if draw.n < 1:
+        raise InputDataError(f"--random {draw.n}: need at least one sample")
+    rng = np.random.default_rng(draw.seed)
+    shapes = {spec.name: _draw_shape(spec, draw) for spec in specs}
+    total = sum(math.prod(shapes[s.name]) * np.dtype(_np_dtype(s.dtype)).itemsize for s in specs)
+    if total > MAX_RANDOM_BYTES:
+        raise InputDataError(
+            f"--random {draw.n}: would allocate {total / 1024**3:.1f} GiB of input data "
+            f"(limit {MAX_RANDOM_BYTES / 1024**3:.0f} GiB); ask for fewer samples"
+        )
+    out, said = {}, [f"seed {draw.seed}"]
+    for spec in specs:
+        dt, shape = _np_dtype(spec.dtype), shapes[spec.name]
+        if spec.name in draw.ids:
+            out[spec.name] = rng.integers(0, draw.ids[spec.name], shape).astype(dt)
+            said.append(f"token ids in [0, {draw.ids[spec.name]}) for {spec.name!r}")
+        elif np.dtype(dt).kind in "iu":
+            out[spec.name] = rng.integers(0, 10, shape).astype(dt)
+        elif np.dtype(dt).kind == "b":
+            out[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[spec.name] = rng.standard_normal(shape).astype(dt)
+        if shape[0] != draw.n:
+            said.append(f"batch {shape[0]} fixed by {spec.name!r}")
+    return out, f"--random {draw.n} ({'; '.join(said)})"
+
+
+def _draw_shape(spec: InputSpec, draw: RandomDraw) -> tuple[int, ...]:
+    dims: list[Any] = list(spec.shape[1:]) if spec.shape else [None]
+    if draw.input_shape is not None:
+        dims = list(draw.input_shape)
+    elif any(d is None for d in dims) and spec.name in draw.shapes:
+        dims = list(draw.shapes[spec.name])
+    if any(d is None for d in dims):
+        raise InputDataError(
+            f"input {spec.name!r} has shape {shape_text(spec.shape, '(unknown)')} with unknown dimensions; "
+            "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
+        )
+    # A fixed first dimension (half_plus_two's x: (1,), a model saved with batch_shape [8, 50]) is kept.
+    batch = spec.shape[0] if spec.shape and spec.shape[0] is not None else draw.n
+    return (batch, *dims)
+
+
+def _np_dtype(dtype: str | None) -> str:
+    if not dtype or dtype in ("string", "object"):
+        return "float32"
+    return dtype
+
+
+def check_arrays(
+    arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Check shapes and dtypes against the model; cast where it is safe. Returns (arrays, notes)."""
+    notes: list[str] = []
+    out = {}
+    batch = None
+    for spec in specs:
+        a = np.asarray(arrays[spec.name])
+        if a.dtype.kind in "OSUV":
+            what = "strings" if a.dtype.kind in "SU" else "non-numeric data"
+            raise InputDataError(f"{source}: input {spec.name!r} holds {what}; numbers are needed")
+        want = _np_dtype(spec.dtype)
+        expected = spec.shape
+        if expected is not None and a.ndim == len(expected) - 1 and a.size and _fits(a.shape, expected[1:]):
+            a = a[None, ...]  # one sample without its batch dimension
+        if expected is not None:
+            if a.ndim != len(expected) or not _fits(a.shape[1:], expected[1:]):
+                # A CSV row of flattened features still fits when the sizes agree.
+                flat_ok = (
+                    a.ndim == 2 and all(d is not None for d in expected[1:]) and a.shape[1] == math.prod(expected[1:])
+                )
+                if not flat_ok:
+                    raise InputDataError(
+                        f"{source}: input {spec.name!r} expects shape {shape_text(expected)}, "
+                        f"received {shape_text(a.shape)}"
+                    )
+                a = a.reshape((a.shape[0], *expected[1:]))
+        if a.shape[0] == 0:
+            raise InputDataError(f"{source}: input {spec.name!r} is empty (batch of 0 samples)")
+        if expected and expected[0] is not None and a.shape[0] != expected[0]:
+            raise InputDataError(
+                f"{source}: input {spec.name!r} expects shape {shape_text(expected)} (a fixed first dimension), "
+                f"received {shape_text(a.shape)}"
+            )
+        if batch is not None and a.shape[0] != batch:
+            raise InputDataError(f"{source}: inputs have different batch sizes ({batch} and {a.shape[0]})")
+        batch = a.shape[0]
+        kind_have, kind_want = a.dtype.kind, np.dtype(want).kind
+        if kind_want in "iu" and kind_have == "f":
+            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise InputDataError(
+                    f"{source}: input {spec.name!r} must hold integers ({want}); received fractional values"
+                )
+        if a.dtype != np.dtype(want):
+            if kind_have in "iub" and kind_want == "f":
+                notes.append(f"input {spec.name!r}: {a.dtype} values cast to {want}")
+            a = a.astype(want)
+        if kind_want == "f":
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                notes.append(f"input {spec.name!r} holds {bad} NaN/Inf value(s)")
+        out[spec.name] = a
+    return out, notes
+
+
+def _fits(have: tuple[Any, ...], want: tuple[Any, ...]) -> bool:
+    return len(have) == len(want) and all(w is None or h == w for h, w in zip(have, want))
 
 
 class InputSource:
@@ -94,11 +230,6 @@ class InputSource:
             entry[2].update(np.ascontiguousarray(a).tobytes())
 
 
-def fingerprint(arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> str:
-    """The fingerprint of arrays already in memory, the same as :meth:`InputSource.fingerprint`'s."""
-    return InputSource(arrays, specs, "arrays").fingerprint()
-
-
 def _spec(specs: list[InputSpec], name: str) -> InputSpec | None:
     return next((s for s in specs if s.name == name), None)
 
@@ -133,7 +264,10 @@ def random_draw(loaded: LoadedModel, specs: tuple[InputSpec, ...] | list[InputSp
         if len(declared) == len(names)
         else {}
     )
-    return RandomDraw(data.random, data.seed, data.input_shape, graph.vocabularies_for(names), shapes)
+    ids = {n: v for n, v in graph.vocabularies.items() if n in names}
+    if "" in graph.vocabularies and len(names) == 1:  # a Sequential's one input
+        ids = {names[0]: graph.vocabularies[""]}
+    return RandomDraw(data.random, data.seed, data.input_shape, ids, shapes)
 
 
 def prepare_source(
@@ -180,3 +314,12 @@ def _rekey(arrays: dict[str, np.ndarray], names: list[str], source: str) -> dict
     if len(arrays) == 1 and len(names) == 1:
         return {names[0]: next(iter(arrays.values()))}
     raise InputDataError(f"{source}: inputs {sorted(arrays)} do not match the model's inputs {names}")
+
+
+def read_rows(column: Any, start: int, stop: int, label: str) -> np.ndarray:
+    """Rows ``start:stop`` of a lazily read column; a file cut short or changed under us is one InputDataError."""
+    try:
+        return np.asarray(column[start:stop])
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        why = f"{type(exc).__name__}: {first_line(exc, 200)}"
+        raise InputDataError(f"{label}: cannot read samples {start}:{stop} ({why})") from exc

@@ -184,7 +184,7 @@ def test_random_draws_token_ids_and_honours_a_fixed_batch(token_model):
 
 
 def test_the_random_ids_are_the_documented_draw(token_model):
-    from gradinspect.engine.inputs import RandomDraw, random_arrays
+    from gradinspect.engine.source import RandomDraw, random_arrays
     from gradinspect.report import InputSpec
 
     arrays, source = random_arrays([InputSpec("ids", (3, 6), "float32")], RandomDraw(5, 7, ids={"ids": 50}))

@@ -168,7 +168,8 @@ def test_read_only_model_and_input_are_unchanged(tmp_path, name, args):
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".npy", ".npz", ".csv", ".json", ".h5"]))
 def test_input_readers_never_fail_uncleanly(tmp_path, data, suffix):
-    from gradinspect.engine.inputs import check_arrays, read_arrays
+    from gradinspect.engine.readers import read_arrays
+    from gradinspect.engine.source import check_arrays
     from gradinspect.errors import GradinspectError
     from gradinspect.report import InputSpec
 
@@ -184,7 +185,8 @@ def test_input_readers_never_fail_uncleanly(tmp_path, data, suffix):
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=200))
 def test_csv_and_json_text_never_fail_uncleanly(tmp_path, text):
-    from gradinspect.engine.inputs import check_arrays, read_arrays
+    from gradinspect.engine.readers import read_arrays
+    from gradinspect.engine.source import check_arrays
     from gradinspect.errors import GradinspectError
     from gradinspect.report import InputSpec
 
