@@ -9,7 +9,8 @@ variable. Stage-2 expressions read the recovered outputs as ``act``/``out``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from gradinspect.artifacts.live import savedmodel_variables
 from gradinspect.engine import stages as st
 from gradinspect.engine.entries import INTEGER, NO_PATH, output_entry, pair_reports, weight_entry
 from gradinspect.engine.graph_probe import ProbedCall, build_probed
-from gradinspect.engine.passes import Front, PassRequest, PassResult
+from gradinspect.engine.passes import Front, PassResult
 from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.formatting import without_output_index
@@ -85,14 +86,6 @@ def graph_front(request: GradientRequest, graph: RecoveredGraph, variables: list
     inputs = tuple(n for n in names if n in graph.data_names)
     probed = tuple(n for n in chosen for _ in layers[n].outputs)
     subject = GraphSubject(call, graph, values, scoped, probed, inputs)
-    stage2_variables = tuple(tuple((p, leaf, v) for p in pair for leaf, v in by_layer.get(p, ())) for pair in pairs)
-
-    def make(start: int, stop: int) -> PassRequest:
-        feeds, objective = request.batch(start, stop)
-        starter = _stage_starter(request, subject, by_layer, (start, stop)) if request.stages else None
-        stage_vars = stage2_variables if request.stages else ()
-        phase = getattr(request.progress, "phase", None) if start == 0 else None
-        return PassRequest(subject, feeds, objective, len(pairs) if request.stages else 0, starter, stage_vars, phase)
 
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
         return _pair_reports(request, result, arrays)
@@ -100,7 +93,12 @@ def graph_front(request: GradientRequest, graph: RecoveredGraph, variables: list
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, request.specs, loader=loaded.loader)
     notes = [f"layers recovered from the graph of signature {graph.key!r} (no Keras metadata)"]
-    return Front(make, reports, info, tuple(notes + _kept_notes(layers, kept)))
+    front = Front(subject, reports, info, tuple(notes + _kept_notes(layers, kept)))
+    if not request.stages:
+        return front
+    stage2 = tuple(tuple((p, leaf, v) for p in pair for leaf, v in by_layer.get(p, ())) for pair in pairs)
+    starter = functools.partial(_stage_starter, request, subject, by_layer)
+    return replace(front, stage_pairs=len(pairs), starter=starter, stage2_variables=stage2)
 
 
 def _kept_notes(layers: dict[str, GraphLayer], kept: dict[str, str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from gradinspect.engine.entries import (
     pair_reports,
     weight_entry,
 )
-from gradinspect.engine.passes import Front, KerasSubject, PassRequest, PassResult
+from gradinspect.engine.passes import Front, KerasSubject, PassResult
 from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
@@ -44,51 +46,57 @@ def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: b
     return list(pairs)
 
 
-def keras_front(request: GradientRequest) -> Front:
-    """What a Keras model contributes to the pipeline: its subject (the chosen layers, their variables
-    and, for stage 2, the layers between each pair) and its pair reports."""
-    loaded = request.loaded
-    model = loaded.model
-    pairs = list(request.pairs)
-    wanted = tuple(dict.fromkeys(p for pair in pairs for p in pair))
-    between = {pair: between_layers(model, *pair) for pair in pairs} if request.stages else {}
-    chains = {(a, b): ([a, *between[(a, b)], b] if b != a else [a]) for a, b in between}
+def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, all_layers: bool) -> Front:
+    """What a Keras model contributes to the pipeline: the chosen pairs (checked, see resolve_pairs)
+    and their layers as the subject, stage 2's layers between each pair, and the pair reports with
+    the reasons a layer has no gradient (read from the config graph: is it on a path to the loss?)."""
+    loaded, model = request.loaded, request.loaded.model
+    chosen = resolve_pairs(model, pairs, all_layers)
+    request = replace(request, pairs=tuple(chosen))
+    wanted = tuple(dict.fromkeys(p for pair in chosen for p in pair))
+    between = {pair: between_layers(model, *pair) for pair in chosen} if request.stages else {}
     var_layers = tuple(dict.fromkeys([*wanted, *(p for ps in between.values() for p in ps)]))
-    subject = KerasSubject(
-        model,
-        {p: find_layer(model, p) for p in var_layers},
-        wanted,
-        var_layers,
-        tuple(s.name for s in request.specs),
-        request.training,
-        variable_name,
-    )
-    by_layer: dict[str, list[tuple[str, Any]]] = {p: [] for p in var_layers}
-    for group, name, var in subject.variables():
-        by_layer[group].append((name, var))
-    stage2_variables = tuple(
-        tuple((p, n, v) for p in chains[pair] for n, v in by_layer[p]) for pair in pairs if request.stages
-    )
+    layers = {p: find_layer(model, p) for p in var_layers}
+    names = tuple(s.name for s in request.specs)
+    subject = KerasSubject(model, layers, wanted, var_layers, names, request.training, variable_name)
+    graph = loaded.artifact.graph
+    on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
 
-    def make(start: int, stop: int) -> PassRequest:
-        feeds, objective = request.batch(start, stop)
-        starter = _stage_starter(request, pairs, by_layer, (start, stop)) if request.stages else None
-        phase = getattr(request.progress, "phase", None) if start == 0 else None
-        n_stages = len(pairs) if request.stages else 0
-        return PassRequest(subject, feeds, objective, n_stages, starter, stage2_variables, phase)
+    def no_grad(path: str) -> str:  # from the saved graph: on a path to the outputs the loss reads?
+        if on_path is None:
+            return NO_PATH
+        return NON_DIFFERENTIABLE if path.split("/")[0] in on_path else NOT_BETWEEN
 
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
-        return _pair_reports(request, result, wanted, arrays)
+        return _pair_reports(request, result, wanted, arrays, no_grad)
 
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
-    return Front(make, reports, info, compile=request.compile, strategy=request.strategy)
+    front = Front(subject, reports, info, compile=request.compile, strategy=request.strategy)
+    return _with_stages(front, request, between, var_layers) if request.stages else front
+
+
+def _with_stages(
+    front: Front, request: GradientRequest, between: dict[tuple[str, str], list[str]], var_layers: tuple[str, ...]
+) -> Front:
+    """Stage 2 on ``front``: each pair's chain of layers (from, those between, to) and their variables."""
+    by_layer: dict[str, list[tuple[str, Any]]] = {p: [] for p in var_layers}
+    for group, name, var in front.subject.variables():
+        by_layer[group].append((name, var))
+    pairs = list(request.pairs)
+    chains = {(a, b): ([a, *between[(a, b)], b] if b != a else [a]) for a, b in between}
+    stage2_variables = tuple(tuple((p, n, v) for p in chains[pair] for n, v in by_layer[p]) for pair in pairs)
+    starter = functools.partial(_stage_starter, request, pairs, by_layer)
+    return replace(front, stage_pairs=len(pairs), starter=starter, stage2_variables=stage2_variables)
 
 
 def _pair_reports(
-    request: GradientRequest, result: PassResult, wanted: tuple[str, ...], arrays: dict[str, Any]
+    request: GradientRequest,
+    result: PassResult,
+    wanted: tuple[str, ...],
+    arrays: dict[str, Any],
+    no_grad: Callable[[str], str],
 ) -> tuple[PairReport, ...]:
     """Entries for each pair's outputs and weights (and stage 2), with reasons for missing gradients."""
-    no_grad = _missing_reason(request, len(result.outputs))
     outs: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
     for tg in result.tensors:
         reason = INTEGER if not tg.tensor.dtype.is_floating else no_grad(tg.name)
@@ -101,20 +109,6 @@ def _pair_reports(
         if vg.group in weights:
             weights[vg.group].append(weight_entry(vg, no_grad(vg.group), arrays))
     return pair_reports(request.pairs, outs, weights, result, arrays)
-
-
-def _missing_reason(request: GradientRequest, n_outputs: int) -> Callable[[str], str]:
-    """Why a layer has no gradient, from the saved graph: not on any path to the loss, or on a path
-    through a non-differentiable op (or, without a config to read, either)."""
-    graph = request.loaded.artifact.graph
-    on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
-
-    def reason(path: str) -> str:
-        if on_path is None:
-            return NO_PATH
-        return NON_DIFFERENTIABLE if path.split("/")[0] in on_path else NOT_BETWEEN
-
-    return reason
 
 
 def _stage_starter(

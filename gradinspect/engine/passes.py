@@ -111,17 +111,22 @@ class PassResult:
 
 @dataclass(frozen=True)
 class Front:
-    """``make(start, stop)``: the pass request of samples ``start:stop``; ``reports(result, arrays)``:
-    each pair's entries from the merged result (arrays to save go into ``arrays``); ``info``: the
-    model as the report names it; ``notes``: what this front adds to the request's notes;
-    ``compile`` and ``strategy``: how batches after the first run (see :func:`gradinspect.engine.streaming.execute`)."""
+    """What one kind of model contributes to a run: the ``subject`` every batch's pass differentiates;
+    ``reports(result, arrays)``, each pair's entries from the merged result (arrays to save go into
+    ``arrays``); ``info``, the model as the report names it; ``notes``, what it adds to the request's
+    notes; ``compile`` and ``strategy``, how batches after the first run (see
+    :func:`gradinspect.engine.streaming.execute`). With stage 2: ``stage_pairs`` pairs,
+    ``starter(rows)`` the hook of samples ``rows`` and ``stage2_variables`` (see PassRequest)."""
 
-    make: Callable[[int, int], PassRequest]
+    subject: Subject
     reports: Callable[[PassResult, dict[str, np.ndarray]], tuple[PairReport, ...]]
     info: ModelInfo
     notes: tuple[str, ...] = ()
     compile: str = "auto"
     strategy: Any = None
+    stage_pairs: int = 0
+    starter: Callable[[tuple[int, int]], Callable[[Recorded, list[Any], list[Any]], list[Any]]] | None = None
+    stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = ()
 
 
 def run_pass(request: PassRequest) -> PassResult:

@@ -9,13 +9,14 @@ A :class:`~gradinspect.engine.passes.Front` is what a kind of model contributes:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
 
 from gradinspect.engine.entries import grad_report
 from gradinspect.engine.graph_pass import graph_front, graph_pairs, recovered_graph, signature_variables, wants_graph
-from gradinspect.engine.keras_pass import keras_front, resolve_pairs
+from gradinspect.engine.keras_pass import keras_front
 from gradinspect.engine.options import GradOptions
 from gradinspect.engine.passes import Front
 from gradinspect.engine.progress import say
@@ -37,8 +38,7 @@ def front_for(
     n_outputs = len(signature.output_names if signature else getattr(loaded.model, "outputs", None) or [None])
     if signature is None:
         stages = parse_stages(opts.stage1, opts.stage2, opts.through, n_outputs, has_target)
-        pair_list = tuple(resolve_pairs(loaded.model, pairs, opts.all_layers))
-        return keras_front(replace(request, pairs=pair_list, stages=stages))
+        return keras_front(replace(request, stages=stages), pairs, opts.all_layers)
     if request.strategy is not None:
         raise GradientError(
             f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
@@ -59,8 +59,9 @@ def front_for(
 
 def run_front(request: GradientRequest, front: Front) -> GradReport:
     """One forward and one backward pass per batch serve every pair; then the statistics and the report."""
+    make = functools.partial(request.pass_request, front)
     result, batches, noise = execute(
-        front.make, request.inputs.n, request.plan, request.progress, request.sink, front.compile, front.strategy
+        make, request.inputs.n, request.plan, request.progress, request.sink, front.compile, front.strategy
     )
     say(request.progress, "statistics")
     arrays: dict[str, np.ndarray] = {}

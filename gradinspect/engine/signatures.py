@@ -20,7 +20,7 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import Front, PassRequest, PassResult, SignatureSubject
+from gradinspect.engine.passes import Front, PassResult, SignatureSubject
 from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, PairReport
@@ -70,16 +70,12 @@ def signature_front(request: GradientRequest, signature: LiveSignature) -> Front
     pairs = _checked_pairs(request.pairs, scoped, specs)
     subject = SignatureSubject(fn, scoped, label=f"the signature {key!r}")
 
-    def make(start: int, stop: int) -> PassRequest:
-        feeds, objective = request.batch(start, stop)
-        return PassRequest(subject, feeds, objective, phase=getattr(request.progress, "phase", None))
-
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
         return _signature_reports(result, arrays, fn, pairs)
 
     loaded = request.loaded
     info = ModelInfo(str(loaded.artifact.path), loaded.artifact.format.value, None, specs, loader=loaded.loader)
-    return Front(make, reports, info, (f"SavedModel without Keras layers: gradients through signature {key!r}",))
+    return Front(subject, reports, info, (f"SavedModel without Keras layers: gradients through signature {key!r}",))
 
 
 def _signature_reports(

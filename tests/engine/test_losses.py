@@ -39,12 +39,13 @@ def test_losses_match_their_formulas(keras, spec, y, expected):
 def test_auto_is_logprob_on_probability_rows_and_sum_elsewhere(keras):
     import tensorflow as tf
 
+    from gradinspect.engine.entries import loss_name
     from gradinspect.engine.objective import OutputChoice, build_objective
 
     objective = build_objective("auto", ["probs", "raw"], OutputChoice(), {})
     value = objective([tf.constant(P), tf.constant(Y)])
     assert float(value.numpy()) == pytest.approx(np.log(0.7) + np.log(0.6) + float(Y.sum()), rel=1e-6)
-    assert objective.description == "logprob:pred(probs) + sum(raw)"
+    assert loss_name(objective.terms, objective.ran) == "logprob:pred(probs) + sum(raw)"
     assert any("'probs' holds probability rows" in n for n in objective.notes)
 
 
