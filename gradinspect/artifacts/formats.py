@@ -69,11 +69,11 @@ class Artifact:
     weights_foreign: str | None = None
     graph: ConfigGraph | None = field(default=None, repr=False, compare=False)
     graph_error: str | None = None
+    # The bytes to read: the private copy when there is one.
+    source: Path = field(init=False, repr=False, compare=False)
 
-    @property
-    def source(self) -> Path:
-        """The bytes to read: the private copy when there is one."""
-        return self.local if self.local is not None else self.path
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", self.local if self.local is not None else self.path)
 
 
 def read_artifact(path: str | Path, max_bytes: int | None = None) -> Artifact:
@@ -133,6 +133,8 @@ def _read_keras_zip(p: Path, fh: Any) -> Artifact:
             config = _json(zf.read("config.json"), p, "config.json")
             meta = _json(zf.read("metadata.json"), p, "metadata.json") if "metadata.json" in names else {}
             _ensure_model_config(config, p, "config.json")
+            version = meta.get("keras_version") if isinstance(meta, dict) else None
+            artifact = Artifact(p, ModelFormat.KERAS, config, version if isinstance(version, str) else None)
             weights = _weight_facts(zf, p, config) if "model.weights.h5" in names else _walked(config, None, True)
     except zipfile.BadZipFile as exc:
         raise ModelFileError(
@@ -140,9 +142,7 @@ def _read_keras_zip(p: Path, fh: Any) -> Artifact:
         ) from exc
     except (OSError, EOFError, zipfile.LargeZipFile) as exc:
         raise ModelFileError(f"{p}: the .keras archive cannot be read ({exc}); re-save or re-download it") from exc
-    version = meta.get("keras_version") if isinstance(meta, dict) else None
-    keras_version = version if isinstance(version, str) else None
-    return replace(Artifact(p, ModelFormat.KERAS, config, keras_version), **weights)
+    return replace(artifact, **weights)
 
 
 def _weight_facts(zf: zipfile.ZipFile, p: Path, config: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from gradinspect.artifacts.loading import LoadedModel
@@ -136,6 +137,11 @@ def find_layer(model: Any, path: str) -> Any:
             raise LayerNameError(f"no layer named {path!r} in the model{hint} (see `gradinspect layers`)")
         current = found
     return current
+
+
+def named_variables(layers: Mapping[str, Any], paths: tuple[str, ...]) -> tuple[tuple[str, str, Any], ...]:
+    """(path, name, variable) for every trainable variable of the layers at ``paths`` (see variable_name)."""
+    return tuple((p, variable_name(v, layers[p]), v) for p in paths for v in layers[p].trainable_weights)
 
 
 def variable_name(var: Any, layer: Any) -> str:

@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -77,7 +78,7 @@ def open_artifact(
 def _ensure_affordable(artifact: Artifact, variable_bytes: int, limit: int) -> None:
     """Refuse a model whose weights, and their gradients, would not fit in ``limit`` bytes."""
     # float32 weights plus a gradient of the same size for each.
-    declared = 2 * 4 * limits.declared_parameters(artifact.config) if artifact.config else 0
+    declared = 2 * 4 * declared_parameters(artifact.config) if artifact.config else 0
     limits.ensure_within(
         declared, limit, f"{artifact.path}: the layers its config declares (an estimate from their sizes)"
     )
@@ -88,6 +89,71 @@ def _ensure_affordable(artifact: Artifact, variable_bytes: int, limit: int) -> N
             "file a model names (re-save the model so its weights are stored inside it)"
         )
     limits.ensure_within(artifact.weight_bytes, limit, f"{artifact.path}: the weight arrays it stores")
+
+
+# --- parameters a config declares ------------------------------------------------------------
+# Keras allocates every variable while it builds a layer, before any weight is read, so a small
+# config can ask for terabytes. The estimate bounds each layer's parameters by its size
+# hyperparameters and the widest feature dimension the model declares anywhere.
+_WIDTH_KEYS = ("units", "filters", "output_dim")
+
+
+def declared_parameters(config: Any) -> int:
+    """An upper estimate of the parameters the layers in ``config`` would allocate when built."""
+    layers = list(_layer_configs(config))
+    width = max([1, *(_width(cls, cfg) for cls, cfg in layers)])
+    return sum(_layer_params(cls, cfg, width) for cls, cfg in layers)
+
+
+def _layer_configs(node: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _layer_configs(item)
+    elif isinstance(node, dict):
+        if isinstance(node.get("class_name"), str) and isinstance(node.get("config"), dict):
+            yield node["class_name"], node["config"]
+        for value in node.values():
+            yield from _layer_configs(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
+
+
+def _ints(value: Any) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [_int(v) for v in value]
+    return [_int(value)]
+
+
+def _width(cls: str, cfg: dict[str, Any]) -> int:
+    dims = [_int(cfg.get(k)) for k in _WIDTH_KEYS]
+    dims.append(_int(cfg.get("num_heads")) * max(_int(cfg.get("key_dim")), _int(cfg.get("value_dim"))))
+    for key in ("batch_shape", "batch_input_shape"):
+        shape = cfg.get(key)
+        if isinstance(shape, list) and shape:
+            dims.append(_int(shape[-1]))
+    return max(dims)
+
+
+def _layer_params(cls: str, cfg: dict[str, Any], width: int) -> int:
+    units = max(_int(cfg.get("units")), _int(cfg.get("filters")))
+    kernel = math.prod(v for v in _ints(cfg.get("kernel_size", 1)) if v) or 1
+    params = 0
+    if units:
+        gates = 4 if "LSTM" in cls else 3 if "GRU" in cls else 1
+        recurrent = units if gates > 1 or "RNN" in cls else 0
+        params = gates * units * (width * kernel + recurrent + 1)
+    if _int(cfg.get("input_dim")) and _int(cfg.get("output_dim")):
+        params += _int(cfg.get("input_dim")) * _int(cfg.get("output_dim"))
+    heads = _int(cfg.get("num_heads"))
+    if heads:
+        params += 4 * heads * max(_int(cfg.get("key_dim")), _int(cfg.get("value_dim")), 1) * width
+    if _int(cfg.get("depth_multiplier")):
+        params += _int(cfg.get("depth_multiplier")) * kernel * width
+    return params
 
 
 def load_artifact(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedModel:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names, variable_name
+from gradinspect.artifacts.live import find_layer, live_layers, model_inputs, output_names
 from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.entries import loss_name
@@ -136,7 +136,7 @@ def verify(
     feeds = {k: _as_float64(v) for k, v in arrays.items()}
     settings = Settings(opts.entries, opts.eps, opts.tol, np.random.default_rng(data.seed), opts.progress)
     differences = LayerDifferences(copy, [s.name for s in specs], feeds, objective, settings)
-    checked = tuple(differences.check(layer, find_layer(copy, layer), variable_name))
+    checked = tuple(differences.check(layer, find_layer(copy, layer)))
     loss = loss_name(objective.terms, objective.ran)  # what ran, ``auto`` resolved
     info = live_layers(loaded).model
     return VerifyReport(info, layer, loss, source, int(batch), opts.eps, opts.tol, checked, verdict(layer, checked))

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.engine.capture import flatten
+from gradinspect.artifacts.live import named_variables
 from gradinspect.engine.objective import Objective
-from gradinspect.engine.passes import INPUT_PREFIX, KerasSubject, PassRequest, PassResult, run_pass
+from gradinspect.engine.passes import INPUT_PREFIX, KerasSubject, PassRequest, PassResult, flatten, run_pass
 from gradinspect.errors import GradientError
 from gradinspect.report import EntryDetail, VerifyEntry
 
@@ -64,17 +64,11 @@ class LayerDifferences:
         self._calls = 0
         self.done = self.total = 0
 
-    def check(self, path: str, layer: Any, variable_name: Callable[[Any, Any], str]) -> list[VerifyEntry]:
+    def check(self, path: str, layer: Any) -> list[VerifyEntry]:
         """Every entry for ``layer``: outputs and inputs per call, then variables."""
+        named = named_variables({path: layer}, (path,))
         subject = KerasSubject(
-            self.copy,
-            {path: layer},
-            (path,),
-            (path,),
-            tuple(self.input_names),
-            False,
-            variable_name,
-            record_inputs=True,
+            self.copy, {path: layer}, (path,), (path,), tuple(self.input_names), False, named, record_inputs=True
         )
         result = run_pass(PassRequest(subject, self.feeds, self.loss))
         if not result.recorded[path]:

@@ -44,11 +44,11 @@ def grad_report(
     """The report of one run: the loss that ran (``auto`` resolved, as ``result`` says: the same on
     every path, eager or compiled), with notes on what it chose, on a non-finite loss, and on
     gradients that are only rounding noise."""
-    fingerprint = request.inputs.fingerprint()  # reads any row no batch read, so before the notes
-    inputs_notes = request.inputs.notes
     loss_value = result.loss_value
     spec = loss_name(request.loss.terms, result.loss_specs)
-    notes = (*request.notes, *inputs_notes, *result.loss_notes)
+    rounding = rounding_noise(pairs, loss_value)
+    fingerprint = request.inputs.fingerprint()  # reads any row no batch read, so before the notes
+    notes = (*request.notes, *request.inputs.notes, *result.loss_notes)
     if batches and request.inputs.read_whole:
         notes = (*notes, f"{request.source}: this format is read whole (.npy and HDF5 are read a batch at a time)")
     if not np.isfinite(loss_value):
@@ -59,7 +59,6 @@ def grad_report(
             f"{batches} batches merged as one: output gradients are summarized over every sample, not kept "
             "(--save-npz holds the weight gradients)",
         )
-    rounding = rounding_noise(pairs, loss_value)
     if rounding is not None:
         notes = (
             *notes,

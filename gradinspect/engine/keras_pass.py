@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, variable_name
+from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, named_variables
 from gradinspect.engine import stages as st
 from gradinspect.engine.entries import (
     INTEGER,
@@ -58,7 +58,9 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     var_layers = tuple(dict.fromkeys([*wanted, *(p for ps in between.values() for p in ps)]))
     layers = {p: find_layer(model, p) for p in var_layers}
     names = tuple(s.name for s in request.specs)
-    subject = KerasSubject(model, layers, wanted, var_layers, names, request.training, variable_name)
+    named = named_variables(layers, var_layers)
+    subject = KerasSubject(model, layers, wanted, var_layers, names, request.training, named)
+    info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
     graph = loaded.artifact.graph
     on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
 
@@ -70,7 +72,6 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
         return _pair_reports(request, result, wanted, arrays, no_grad)
 
-    info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
     front = Front(subject, reports, info, compile=request.compile, strategy=request.strategy)
     return _with_stages(front, request, between, var_layers) if request.stages else front
 

@@ -4,8 +4,8 @@ Every command that needs gradients builds a :class:`PassRequest` and calls :func
 ``grad`` and ``check`` through :mod:`~gradinspect.engine.keras_pass` and
 :mod:`~gradinspect.engine.signatures`, ``verify`` on its float64 copy. What is called is a
 *subject*: :class:`KerasSubject` (a Keras model, recording chosen layers' outputs by shadowing
-``call``) or :class:`SignatureSubject` (a SavedModel signature without layers). Nothing else in
-gradinspect opens a GradientTape.
+``call`` on the instance, see :func:`recording`) or :class:`SignatureSubject` (a SavedModel
+signature without layers). Nothing else in gradinspect opens a GradientTape.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gradinspect.engine.capture import flatten, recording
 from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
@@ -223,18 +222,16 @@ class KerasSubject:
     differentiate: tuple[str, ...]
     input_names: tuple[str, ...]
     training: bool = False
-    variable_name: Callable[[Any, Any], str] = field(default=lambda v, layer: v.name, compare=False)
+    # (layer path, variable name, variable) for every trainable variable of ``differentiate``, named
+    # when the subject is made (see :func:`gradinspect.artifacts.live.named_variables`).
+    named_variables: tuple[tuple[str, str, Any], ...] = field(default=(), compare=False)
     label: str = "the forward pass"
     watch_variables: bool = False
     # Also record each call's input, under INPUT_PREFIX + path (verify checks d loss / d a layer's input).
     record_inputs: bool = False
 
     def variables(self) -> list[tuple[str, str, Any]]:
-        return [
-            (p, self.variable_name(v, self.layers[p]), v)
-            for p in self.differentiate
-            for v in self.layers[p].trainable_weights
-        ]
+        return list(self.named_variables)
 
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
         inputs = {p for p in self.record if type(self.layers[p]).__name__ == "InputLayer"}
@@ -277,3 +274,62 @@ def require_differentiable(used: list[Any]) -> None:
             f"the model's output is {dtypes}, which has no gradient (an argmax or an integer cast at the end); "
             "nothing can be differentiated — inspect a model that stops before that layer"
         )
+
+
+# -- recording the layers' calls -----------------------------------------------------------------
+
+
+def flatten(value: Any) -> list[Any]:
+    """The tensors of a layer output, in order (an LSTM with return_state returns several)."""
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in flatten(item)]
+    if isinstance(value, dict):
+        return [t for key in sorted(value) for t in flatten(value[key])]
+    return [value]
+
+
+@contextlib.contextmanager
+def recording(
+    layers: dict[str, Any], tapes: Any, inputs: dict[str, list[list[Any]]] | None = None
+) -> Iterator[dict[str, list[list[Any]]]]:
+    """While active, every call of each layer appends its flattened outputs to ``calls[name]``.
+
+    Each output is watched by every tape in ``tapes`` (one tape or a list) so that its gradient
+    exists even when the layer returns a tensor the tape would not otherwise track (an identity
+    in inference mode). With ``inputs``, each call's (flattened) first argument is recorded there
+    and watched too, for d loss / d a layer's input. Shadowing the
+    instance's ``call`` sees every call of a shared layer and works inside nested and subclassed
+    models, where ``keras.Model(inputs, layer.output)`` does not; it is undone in ``finally``.
+    """
+    tape_list = list(tapes) if isinstance(tapes, (list, tuple)) else [tapes]
+    calls: dict[str, list[list[Any]]] = {name: [] for name in layers}
+    patched = []
+    try:
+        for name, layer in layers.items():
+            original = layer.call
+
+            def wrapper(*args: Any, __original: Any = original, __name: str = name, **kwargs: Any) -> Any:
+                if inputs is not None:
+                    given = flatten(args[0] if args else kwargs.get("inputs"))
+                    _watch(given, tape_list)
+                    inputs.setdefault(__name, []).append(given)
+                out = __original(*args, **kwargs)
+                tensors = flatten(out)
+                _watch(tensors, tape_list)
+                calls[__name].append(tensors)
+                return out
+
+            object.__setattr__(layer, "call", wrapper)
+            patched.append(layer)
+        yield calls
+    finally:
+        for layer in patched:
+            with contextlib.suppress(AttributeError):
+                object.__delattr__(layer, "call")
+
+
+def _watch(tensors: list[Any], tapes: list[Any]) -> None:
+    for t in tensors:
+        if hasattr(t, "dtype") and getattr(t.dtype, "is_floating", False):
+            for tape in tapes:
+                tape.watch(t)

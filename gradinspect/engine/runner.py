@@ -39,8 +39,8 @@ def run_gradients(
     loaded = as_loaded(model_or_path, model_opts.custom_objects, model_opts.unsafe)
     say(grad_opts.progress, "reading the inputs")
     signature = savedmodel_signature(loaded, grad_opts.signature) if loaded.loader == "tf.saved_model" else None
-    specs = signature.specs if signature else tuple(model_inputs(loaded.model))
     names = signature.output_names if signature else output_names(loaded.model)
+    specs = signature.specs if signature else tuple(model_inputs(loaded.model))
     request = replace(
         _request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink, strategy=strategy
     )

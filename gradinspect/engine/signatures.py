@@ -11,7 +11,6 @@ import numpy as np
 from gradinspect.artifacts.live import dtype_name, savedmodel_variables, shape_of
 from gradinspect.artifacts.loading import LoadedModel
 from gradinspect.artifacts.savedmodel_static import split_scope
-from gradinspect.engine.capture import flatten
 from gradinspect.engine.entries import (
     INTEGER,
     NO_PATH,
@@ -20,7 +19,7 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import Front, PassResult, SignatureSubject
+from gradinspect.engine.passes import Front, PassResult, SignatureSubject, flatten
 from gradinspect.engine.request import GradientRequest
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, PairReport
