@@ -249,3 +249,17 @@ def test_the_public_api_takes_explicit_typed_keywords():
         params = inspect.signature(getattr(gradinspect, name)).parameters.values()
         assert not [p for p in params if p.kind is p.VAR_KEYWORD], name
         assert all(p.annotation is not p.empty for p in params), name
+
+
+def test_only_the_artifacts_package_branches_on_the_model_format():
+    """Format-specific reading lives behind the artifacts package's readers (formats, listing,
+    loading): commands and the engine ask for facts (the config graph, a listing, a loader) and
+    never test which format a file is."""
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "artifacts" not in path.relative_to(PACKAGE).parts
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ModelFormat"
+    ]
+    assert offenders == []
