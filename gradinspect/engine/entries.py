@@ -119,10 +119,14 @@ def output_entry(tg: TensorGradient, reason: str, arrays: dict[str, Any], tensor
 
 
 def _store(arrays: dict[str, Any], key: str, value: np.ndarray) -> None:
-    # Two gradients under one key would silently lose one: that is a bug, never a user error.
-    if key in arrays:
-        raise RuntimeError(f"two gradients have the --save-npz key {key!r}")
-    arrays[key] = value
+    # One variable reached through two pair ends (a nested model and a layer inside it) is one
+    # gradient under one key; two different gradients under one key would silently lose one: that
+    # is a bug, never a user error.
+    held = arrays.get(key)
+    if held is None:
+        arrays[key] = value
+    elif not (held is value or held.shape == value.shape and np.array_equal(held, value, equal_nan=True)):
+        raise RuntimeError(f"two different gradients have the --save-npz key {key!r}")
 
 
 def weight_entry(vg: VariableGradient, reason: str, arrays: dict[str, Any]) -> WeightGradient:

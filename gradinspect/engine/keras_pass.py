@@ -57,6 +57,8 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     between = {pair: between_layers(model, *pair) for pair in chosen} if request.stages else {}
     var_layers = tuple(dict.fromkeys([*wanted, *(p for ps in between.values() for p in ps)]))
     layers = {p: find_layer(model, p) for p in var_layers}
+    # A nested model's input is recorded where that model is called (see KerasSubject.forward).
+    layers.update({m: find_layer(model, m) for p in wanted if "/" in p for m in [p.rpartition("/")[0]]})
     names = tuple(s.name for s in request.specs)
     named = named_variables(layers, var_layers)
     subject = KerasSubject(model, layers, wanted, var_layers, names, request.training, named)

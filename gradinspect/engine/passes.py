@@ -236,15 +236,39 @@ class KerasSubject:
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
         inputs = {p for p in self.record if type(self.layers[p]).__name__ == "InputLayer"}
         called = {p: self.layers[p] for p in self.record if p not in inputs}
+        # A nested model's InputLayer is never called: the tensor entering it is what its model was
+        # called with, recorded at each call of that model (``outer/inner/x`` -> ``outer/inner``).
+        nested = {p.rpartition("/")[0] for p in inputs if "/" in p}
+        entering: Recorded = {}
         feed = feeds[self.input_names[0]] if len(self.input_names) == 1 else feeds
         given: Recorded | None = {} if self.record_inputs else None
         with recording(called, tapes, given) as calls:
-            y = self.model(feed, training=self.training)
+            with recording({m: self.layers[m] for m in nested}, tapes, entering):
+                y = self.model(feed, training=self.training)
         for p in inputs:
-            calls[p] = [[feeds.get(self.layers[p].name, feeds[self.input_names[0]])]]
+            if "/" in p:
+                calls[p] = _entering(
+                    self.layers[p.rpartition("/")[0]], self.layers[p], entering.get(p.rpartition("/")[0])
+                )
+            else:
+                calls[p] = [[feeds.get(self.layers[p].name, feeds[self.input_names[0]])]]
         recorded = {p: calls[p] for p in self.record}
         recorded.update({INPUT_PREFIX + p: calls for p, calls in (given or {}).items()})
         return flatten(y), recorded
+
+
+def _entering(model: Any, input_layer: Any, calls: list[list[Any]] | None) -> list[list[Any]]:
+    """Per call of nested ``model``, the tensor it received for ``input_layer`` (the flattened call
+    argument lines up with the flattened ``model.inputs``, as Keras maps them)."""
+    names = [_tensor_layer(t) for t in flatten(getattr(model, "inputs", None) or [])]
+    index = names.index(input_layer.name) if input_layer.name in names else 0
+    return [[given[index]] for given in calls or [] if index < len(given)]
+
+
+def _tensor_layer(tensor: Any) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    return str(getattr(layer, "name", None) or getattr(tensor, "name", ""))
 
 
 @dataclass(frozen=True)
