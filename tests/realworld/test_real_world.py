@@ -81,6 +81,8 @@ def test_a_nested_model_as_a_pair_end_keeps_every_array(keras, tmp_path):
 
 @pytest.mark.parametrize("rows", [1, 2])
 def test_duplicate_npz_keys_are_a_bug_not_a_silent_overwrite(rows):
+    """Two different gradients under one key would lose one: a bug. The same gradient twice (one
+    variable reached through two pair ends) is stored once."""
     from gradinspect.engine.entries import weight_entry
     from gradinspect.engine.passes import VariableGradient
 
@@ -89,10 +91,12 @@ def test_duplicate_npz_keys_are_a_bug_not_a_silent_overwrite(rows):
             return np.ones((rows,))
 
     arrays: dict = {}
-    entry = VariableGradient("layer", "kernel", Var(), np.ones((rows,)))
-    weight_entry(entry, "", arrays)
-    with pytest.raises(RuntimeError, match="two gradients have the --save-npz key 'weight/layer/kernel'"):
-        weight_entry(entry, "", arrays)
+    weight_entry(VariableGradient("layer", "kernel", Var(), np.ones((rows,))), "", arrays)
+    weight_entry(VariableGradient("layer", "kernel", Var(), np.ones((rows,))), "", arrays)  # equal: one key
+    assert list(arrays) == ["weight/layer/kernel"]
+    other = VariableGradient("layer", "kernel", Var(), np.full((rows,), 2.0))
+    with pytest.raises(RuntimeError, match="two different gradients have the --save-npz key 'weight/layer/kernel'"):
+        weight_entry(other, "", arrays)
 
 
 @pytest.mark.slow
