@@ -20,7 +20,7 @@ from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.entries import loss_name
 from gradinspect.engine.losses import check_loss_spec
 from gradinspect.engine.options import DataOptions, ModelOptions, check_data_options, split_options
-from gradinspect.engine.source import prepare_inputs, random_draw
+from gradinspect.engine.source import prepare_source, random_draw
 from gradinspect.engine.targets import objective_for
 from gradinspect.errors import GradientError, UsageProblem
 from gradinspect.formatting import first_line
@@ -127,11 +127,10 @@ def verify(
         )
     find_layer(loaded.model, layer)  # an unknown name fails before any work
     specs = model_inputs(loaded.model)
-    arrays, source, _ = prepare_inputs(
-        specs, data.inputs, random_draw(loaded, specs, data), data.samples, data.batch_size
-    )
-    batch = next(iter(arrays.values())).shape[0]
-    objective = objective_for(loaded, output_names(loaded.model), data, batch)
+    inputs, source = prepare_source(specs, data.inputs, random_draw(loaded, specs, data), data.samples)
+    batch = min(inputs.n, data.batch_size or inputs.n)  # the first --batch-size samples
+    arrays = inputs.rows(0, batch)
+    objective = objective_for(loaded, output_names(loaded.model), data, inputs.n, batch)
     copy = float64_copy(loaded)
     feeds = {k: _as_float64(v) for k, v in arrays.items()}
     settings = Settings(opts.entries, opts.eps, opts.tol, np.random.default_rng(data.seed), opts.progress)

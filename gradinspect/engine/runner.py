@@ -61,7 +61,7 @@ def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str]
         plan = replace(plan, n=plan.samples)
     notes = [note for note in (loaded.artifact.note, loaded.note) if note]
     # Targets follow the inputs: --samples, then the first plan.n rows (all of them unless --max-batches).
-    objective = objective_for(loaded, names, replace(data, batch_size=plan.n), plan.n)
+    objective = objective_for(loaded, names, data, rows, plan.n)
     targets = [t.target for t in objective.terms if t.target is not None]
     return GradientRequest(
         loaded,

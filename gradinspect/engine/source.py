@@ -296,20 +296,6 @@ def prepare_source(
     return source, label
 
 
-def prepare_inputs(
-    specs: list[InputSpec],
-    inputs: Any,
-    draw: RandomDraw | None = None,
-    samples: str | None = None,
-    batch_size: int | None = None,
-) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """One batch: the first ``batch_size`` selected samples (all without it), checked against
-    ``specs``: (arrays by input name, where they came from, notes)."""
-    source, label = prepare_source(specs, inputs, draw, samples)
-    arrays = source.rows(0, min(source.n, batch_size or source.n))
-    return arrays, label, source.notes
-
-
 def _rekey(arrays: dict[str, np.ndarray], names: list[str], source: str) -> dict[str, np.ndarray]:
     if len(arrays) == 1 and len(names) == 1:
         return {names[0]: next(iter(arrays.values()))}

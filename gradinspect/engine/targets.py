@@ -39,15 +39,16 @@ def select(arrays: dict[str, np.ndarray], samples: str | None, batch_size: int |
 
 
 def output_targets(
-    target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, batch_size: int | None, batch: int
+    target: Any, outputs: tuple[str, ...], names: list[str], samples: str | None, rows: int, used: int
 ) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
     """The outputs a loss is aimed at (``--model-output NAME[=FILE]``) and the target of each.
 
     ``--target`` is one array for one aimed output, or an ``.npz`` (a dict from Python) keyed by
-    output name for several; ``NAME=FILE`` gives an output its own target file.
+    output name for several; ``NAME=FILE`` gives an output its own target file. Each target, after
+    ``--samples``, has the ``rows`` samples the inputs have, and is cut to the first ``used``.
     """
     aimed = tuple(o.partition("=")[0] for o in outputs)
-    cut: dict[str, Any] = {"samples": samples, "batch_size": batch_size, "batch": batch}
+    cut: dict[str, Any] = {"samples": samples, "rows": rows, "used": used}
     targets = {name: _cut(file, f"--model-output {name}={file}", **cut) for name, _, file in
                (o.partition("=") for o in outputs) if file}  # fmt: skip
     if target is None:
@@ -71,17 +72,22 @@ def output_targets(
     return aimed, targets
 
 
-def _cut(target: Any, label: str, samples: str | None, batch_size: int | None, batch: int) -> Any:
-    """A target (a file spec is read lazily where its format allows: :class:`TargetRows`), cut by
-    --samples/--batch-size like the inputs."""
+def _cut(target: Any, label: str, samples: str | None, rows: int, used: int) -> Any:
+    """A target (a file spec is read lazily where its format allows: :class:`TargetRows`) selected by
+    --samples like the inputs; it must then have as many samples as they do (a longer one is not
+    cut silently), and is cut to the ``used`` samples the run reads."""
     if isinstance(target, (str, Path)):
         array = _read_target(str(target), label)
     else:
         array = np.asarray(target)
-    array = select({"target": array}, samples, batch_size)["target"]
-    if array.shape[0] != batch:
-        raise InputDataError(f"{label}: has {array.shape[0]} samples, the input has {batch}; they must match")
-    return array
+    array = select({"target": array}, samples, None)["target"]
+    if array.shape[0] != rows:
+        selected = f" (after --samples {samples})" if samples else ""
+        raise InputDataError(
+            f"{label}: has {array.shape[0]} samples{selected}, the input has {rows}; they must match "
+            "(give both the same samples, or select the same ones of both with --samples START:STOP)"
+        )
+    return array[:used] if used < rows else array
 
 
 def _read_target(spec: str, label: str) -> Any:
@@ -131,8 +137,9 @@ class TargetRows:
         return rows if dtype is None else rows.astype(dtype)
 
 
-def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, batch: int) -> Objective:
-    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), targets read and cut."""
-    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, data.batch_size, batch)
+def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, rows: int, used: int) -> Objective:
+    """The loss of ``data.loss`` aimed at ``data.outputs`` (default: as the loss allows), its targets read,
+    checked against the inputs' ``rows`` samples (after --samples) and cut to the ``used`` ones."""
+    aimed, targets = output_targets(data.target, data.outputs, names, data.samples, rows, used)
     compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
     return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)

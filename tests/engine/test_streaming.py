@@ -378,6 +378,24 @@ def test_targets_stream_aligned_with_the_inputs(data, tmp_path, kind):
     np.testing.assert_allclose(arrays["weight/out/kernel"], expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("batch", [None, "16"])
+@pytest.mark.parametrize("rows", [64, 71, 5000])
+def test_a_target_with_other_samples_than_the_inputs_is_refused(data, tmp_path, rows, batch):
+    """A longer --target was cut to the inputs' 70 samples without a word; now, like a shorter one,
+    it is refused, and --samples selecting the same window of both is the way to use part of it."""
+    from conftest import assert_one_error_line
+
+    d, _ = data
+    np.save(tmp_path / "y.npy", np.zeros((rows, 3), "float32"))
+    args = ("grad", d / "m.keras", "--all", "--input", d / "x.npy", "--loss", "mse", "--target", tmp_path / "y.npy")
+    args += ("--batch-size", batch) if batch else ()
+    line = assert_one_error_line(run_cli(*args))
+    assert f"has {rows} samples, the input has 70; they must match" in line and "--samples" in line
+    if rows > 70:
+        result = run_cli(*args, "--samples", "0:70", "--format", "json")
+        assert result.exit_code == 0, result.stderr
+
+
 def test_a_target_larger_than_max_memory_is_read_a_batch_at_a_time(keras, tmp_path):
     """Input and target each declare more than --max-memory: read whole they would be refused."""
     keras.utils.set_random_seed(5)
