@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -226,7 +227,26 @@ def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Loade
         raise ModelLoadError(
             f"{artifact.path}: neither Keras 3 ({keras3_error}) nor tf_keras ({first_line(exc)}) could load the model"
         ) from exc
-    return LoadedModel(model, artifact, "tf_keras", note=f"Keras 3: {keras3_error}")
+    return LoadedModel(model, artifact, "tf_keras", note=_fallback_note(artifact, keras3_error))
+
+
+def _fallback_note(artifact: Artifact, keras3_error: str) -> str:
+    """What happened when tf_keras loaded a file Keras 3 could not read (or would misread), said as
+    what it is, not as Keras 3's error: ``loaded with tf_keras (Keras 3 cannot read Keras 2.10 LSTM configs)``."""
+    saved = f"Keras {artifact.keras_version}" if artifact.keras_version else "Keras 2"
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", keras3_error)
+    unknown = re.search(r"Unrecognized keyword arguments passed to (\w+): \{'([^']+)'", keras3_error)
+    if missing:
+        why = f"Keras 3 cannot read {saved} {missing.group(1)} configs"
+    elif unknown:
+        why = f"Keras 3 cannot read {saved} {unknown.group(1)} configs: it has no argument {unknown.group(2)!r}"
+    elif keras3_error.startswith("the file uses"):
+        why = f"Keras 3 would compute other numbers: {keras3_error}"
+    elif keras3_error.startswith("input shape"):
+        why = f"Keras 3 reads this {saved} file with another input shape: {keras3_error}"
+    else:
+        why = f"Keras 3 cannot read this {saved} file: {keras3_error}"
+    return f"loaded with tf_keras ({why})"
 
 
 # Activations whose formula Keras 3 changed: a Keras 2 file that names one computes other

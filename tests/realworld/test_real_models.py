@@ -79,6 +79,25 @@ def test_keras2_hard_sigmoid_lstm_loads_with_its_own_formula(real_models):
     assert "hard_sigmoid" in loaded.note
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("tfkeras210_charlm_bilstm_two_inputs.h5", "Keras 3 cannot read Keras 2.10.0 LSTM configs"),
+        ("keras224_keras2c_lstm.h5", "Keras 3 would compute other numbers: the file uses hard_sigmoid"),
+        ("tfkeras230_nnvis_mlp.h5", "Keras 3 reads this Keras 2.3.0-tf file with another input shape"),
+    ],
+)
+def test_a_tf_keras_fallback_says_what_happened_not_keras_3s_error(real_models, name, says):
+    """The note reads as what happened ("loaded with tf_keras (...)"), not as Keras 3's failure with
+    its advice about registering custom classes."""
+    result = run_cli("grad", real_models / name, "--all", "--random", "2", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    notes = [n for n in json.loads(result.stdout)["notes"] if "tf_keras" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"loaded with tf_keras ({says}"), notes
+    assert not any(word in notes[0] for word in ("Unrecognized", "register_keras_serializable", "Could not locate"))
+
+
 def test_half_plus_two_savedmodel(real_models):
     result = run_cli("layers", real_models / "savedmodel_tf2_half_plus_two", "--format", "json")
     assert result.exit_code == 0, result.stderr
