@@ -73,6 +73,29 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
+# Keras's wrappers around a layer's own error while deserializing: they say where, not why.
+_GENERIC = re.compile(r"could not be deserialized properly|^Error when deserializing class", re.IGNORECASE)
+
+
+def specific_line(exc: BaseException, limit: int = 300) -> str:
+    """The most specific informative line of ``exc`` and the exceptions it was raised from.
+
+    Keras wraps a layer's own error ("Unrecognized keyword arguments passed to RandomRotation: …")
+    in generic deserialization errors, as the exception's cause or context and as text after
+    "Exception encountered:"; the innermost line that is not such a wrapper is the reason.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    for inner in reversed(chain):
+        line = first_line(ValueError(str(inner).rsplit("Exception encountered:", 1)[-1]), limit)
+        if len(line) > 15 and not _GENERIC.search(line):
+            return line
+    return first_line(exc, limit)
+
+
 def _is_dump(line: str) -> bool:
     """A serialized config or argument listing rather than a sentence."""
     return line.startswith(("{", "[", "config=", "Received:", "Arguments received", "*", "\u2022")) or (

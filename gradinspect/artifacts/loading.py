@@ -24,7 +24,7 @@ from gradinspect.artifacts.formats import Artifact, ModelFormat, read_artifact
 from gradinspect.artifacts.graphscan import scan_savedmodel
 from gradinspect.artifacts.scan import ensure_safe
 from gradinspect.errors import ModelLoadError, UnsafeModelError
-from gradinspect.formatting import first_line
+from gradinspect.formatting import first_line, specific_line
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _load(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> LoadedMo
         try:
             return LoadedModel(_keras3(artifact, objects, unsafe), artifact, "keras")
         except Exception as exc:
-            raise ModelLoadError(f"{artifact.path}: Keras could not load the model: {first_line(exc)}") from exc
+            raise ModelLoadError(f"{artifact.path}: Keras could not load the model: {specific_line(exc)}") from exc
     if artifact.format is ModelFormat.H5:
         return _load_h5(artifact, objects, unsafe)
     if artifact.format is ModelFormat.SAVEDMODEL_KERAS:
@@ -215,7 +215,7 @@ def _load_h5(artifact: Artifact, objects: dict[str, Any], unsafe: bool) -> Loade
         try:
             model = _keras3(artifact, objects, unsafe)
         except Exception as exc:
-            keras3_error = first_line(exc)
+            keras3_error = specific_line(exc)
         else:
             keras3_error = _input_shape_mismatch(artifact, model)
             if keras3_error is None:

@@ -53,3 +53,48 @@ def test_keras_file_is_never_handed_to_tf_keras(keras, tmp_path):
     p = edited_keras_copy(tmp_path / "bad_units.keras", fewer_units)
     with pytest.raises(ModelLoadError, match="Keras could not load"):
         load_model(p)
+
+
+def test_a_deserialization_failure_gives_the_layers_own_reason(keras, tmp_path):
+    """Keras 3 wraps a layer's error in generic "could not be deserialized properly" errors; the one
+    line names the real cause (an argument this Keras does not take), not the wrapper."""
+    import json
+    import zipfile
+
+    from conftest import assert_one_error_line, run_cli
+
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.RandomRotation(0.1, name="rot")(x)))
+    keras.Model(x, y).save(tmp_path / "ok.keras")
+    with zipfile.ZipFile(tmp_path / "ok.keras") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(members["config.json"])
+    next(la for la in config["config"]["layers"] if la["class_name"] == "RandomRotation")["config"]["value_range"] = [
+        0,
+        9,
+        3,
+    ]
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    line = assert_one_error_line(run_cli("grad", tmp_path / "bad.keras", "--all"))
+    assert "Unrecognized keyword arguments passed to RandomRotation: {'value_range': [0, 9, 3]}" in line
+    assert "deserialized properly" not in line
+
+
+def test_the_specific_line_is_the_innermost_that_is_not_a_wrapper():
+    from gradinspect.formatting import specific_line
+
+    try:
+        try:
+            raise ValueError("Unrecognized keyword arguments passed to Foo: {'bar': 1}")
+        except ValueError as inner:
+            raise TypeError(
+                f"Error when deserializing class 'Foo' using config={{'bar': 1}}.\n\nException encountered: {inner}"
+            ) from inner
+    except TypeError as middle:
+        outer = TypeError("<class 'Functional'> could not be deserialized properly. Please ensure ...")
+        outer.__context__ = middle
+    assert specific_line(outer) == "Unrecognized keyword arguments passed to Foo: {'bar': 1}"
+    assert specific_line(KeyError("x")) == "'x'"  # nothing more specific: the exception's own line
