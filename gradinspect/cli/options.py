@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gradinspect.cli.outputs import REPORT_FILES
 from gradinspect.errors import UsageProblem
+
+if TYPE_CHECKING:
+    from gradinspect.engine.options import InputShape
 
 
 def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -122,7 +125,12 @@ def data_options(training: bool = True, batches: bool = True) -> Callable[[Calla
         click.option(
             "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed for every random choice."
         ),
-        click.option("--input-shape", metavar="D1,D2,..", help="Shape of one sample, for inputs with None dimensions."),
+        click.option(
+            "--input-shape",
+            metavar="[NAME=]D1,D2,..",
+            multiple=True,
+            help="Shape of one sample, for inputs with None dimensions; NAME=D1,D2 for one input (repeatable).",
+        ),
         click.option("--samples", metavar="START:STOP", help="Use only these samples of the input."),
         click.option(
             "--batch-size",
@@ -213,11 +221,27 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def shape_option(value: str | None) -> tuple[int, ...] | None:
-    if not value:
+def shape_option(values: tuple[str, ...] | str | None) -> InputShape:
+    """``--input-shape``: one shape for every input, or ``NAME=SHAPE`` per input (a plain shape
+    beside them serves every other input, under ``"*"``)."""
+    if not values:
         return None
+    if isinstance(values, str):
+        values = (values,)
+    named: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, sep, dims = value.rpartition("=")
+        key = name.strip() if sep else "*"
+        if key in named:
+            what = f"input {key!r}" if key != "*" else "every input"
+            raise UsageProblem(f"--input-shape {value}: a second shape for {what}; give one per input")
+        named[key] = _dims(dims, value)
+    return named["*"] if list(named) == ["*"] else named
+
+
+def _dims(text: str, value: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError as exc:
         raise UsageProblem(f"--input-shape {value}: expected integers like 28,28,1") from exc
     if not dims or any(d < 1 for d in dims):

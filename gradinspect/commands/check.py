@@ -7,12 +7,15 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradinspect.artifacts import limits
 from gradinspect.errors import BaselineError, UsageProblem
 from gradinspect.formatting import MISSING, first_line, number
 from gradinspect.report import CheckReport, GradReport, RuleResult, Rules
+
+if TYPE_CHECKING:
+    from gradinspect.engine.options import InputShape
 
 # 2: the input fingerprint covers the data only (version 1 hashed input names too).
 BASELINE_VERSION = 2
@@ -216,7 +219,7 @@ def check(
     training: bool = False,
     random: int = 4,
     seed: int = 0,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: InputShape = None,
     samples: str | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gradinspect.engine.options import InputShape
 from gradinspect.engine.runner import run_gradients
 from gradinspect.report.flow import FlowReport, flow_rows
 
@@ -20,7 +21,7 @@ def inspect_flow(
     training: bool = False,
     random: int = 4,
     seed: int = 0,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: InputShape = None,
     samples: str | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,

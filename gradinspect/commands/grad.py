@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gradinspect.engine.options import InputShape
 from gradinspect.engine.runner import run_gradients
 from gradinspect.report import GradReport
 
@@ -22,7 +23,7 @@ def inspect_gradients(
     training: bool = False,
     random: int = 4,
     seed: int = 0,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: InputShape = None,
     samples: str | None = None,
     batch_size: int | None = None,
     max_batches: int | None = None,
@@ -52,7 +53,7 @@ def inspect_gradients(
         outputs: model outputs to aim the loss at, ``NAME`` or ``NAME=TARGETFILE``.
         training: run layers in training mode (dropout, batch statistics).
         random, seed: how many seeded random samples to draw without ``inputs``, and the seed.
-        input_shape: one sample's shape, for inputs with unknown dimensions.
+        input_shape: one sample's shape for inputs with unknown dimensions, or shapes by input name.
         samples: ``START:STOP``, the samples of ``inputs`` to use.
         batch_size, max_batches: samples per batch (every batch runs, merged as one), and a cap.
         compile: ``auto``, ``always`` or ``never``: the batches after the first as one tf.function.

@@ -19,7 +19,7 @@ from gradinspect.artifacts.loading import LoadedModel, as_loaded
 from gradinspect.engine.differences import LayerDifferences, Settings
 from gradinspect.engine.entries import loss_name
 from gradinspect.engine.losses import check_loss_spec
-from gradinspect.engine.options import DataOptions, ModelOptions, check_data_options, split_options
+from gradinspect.engine.options import DataOptions, InputShape, ModelOptions, check_data_options, split_options
 from gradinspect.engine.source import prepare_source, random_draw
 from gradinspect.engine.targets import objective_for
 from gradinspect.errors import GradientError, UsageProblem
@@ -94,7 +94,7 @@ def verify(
     outputs: Sequence[str] = (),
     random: int = 4,
     seed: int = 0,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: InputShape = None,
     samples: str | None = None,
     batch_size: int | None = None,
     custom_objects: str | Path | None = None,

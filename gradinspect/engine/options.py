@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +14,11 @@ from gradinspect.engine.stages import parse_stages
 from gradinspect.errors import InputDataError, UsageProblem
 
 T = TypeVar("T")
+
+
+# One sample's shape for inputs with unknown dimensions: one shape for every input, or shapes by
+# input name (``"*"``: every other input), as ``--input-shape D1,D2`` / ``--input-shape NAME=D1,D2``.
+InputShape = tuple[int, ...] | Mapping[str, tuple[int, ...]] | None
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class DataOptions:
     inputs: Any = None
     random: int = 4
     seed: int = 0
-    input_shape: tuple[int, ...] | None = None
+    input_shape: InputShape = None
     samples: str | None = None
     batch_size: int | None = None
     loss: str = "auto"
@@ -83,8 +88,10 @@ def check_data_options(data: DataOptions) -> None:
         raise UsageProblem(f"--devices {data.devices}: must be at least 1")
     if data.devices is not None and data.compile == "never":
         raise UsageProblem("--devices runs the compiled step; drop --compile never")
-    if data.input_shape is not None and any(d < 1 for d in data.input_shape):
-        raise UsageProblem(f"--input-shape {data.input_shape}: every dimension must be a positive integer")
+    shapes = data.input_shape.values() if isinstance(data.input_shape, Mapping) else [data.input_shape]
+    for shape in shapes:
+        if shape is not None and (not shape or any(not isinstance(d, int) or d < 1 for d in shape)):
+            raise UsageProblem(f"--input-shape {shape}: every dimension must be a positive integer")
 
 
 @dataclass(frozen=True)

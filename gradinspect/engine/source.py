@@ -16,7 +16,7 @@ import numpy as np
 
 from gradinspect.artifacts import limits
 from gradinspect.artifacts.loading import LoadedModel
-from gradinspect.engine.options import DataOptions
+from gradinspect.engine.options import DataOptions, InputShape
 from gradinspect.engine.readers import lazy_columns, read_arrays
 from gradinspect.errors import InputDataError
 from gradinspect.formatting import first_line
@@ -38,7 +38,7 @@ class RandomDraw:
 
     n: int = 4
     seed: int = 0
-    input_shape: tuple[int, ...] | None = None
+    input_shape: InputShape = None
     ids: Mapping[str, int] = field(default_factory=dict)
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -51,6 +51,13 @@ def random_arrays(specs: list[InputSpec], draw: RandomDraw) -> tuple[dict[str, n
     """
     if draw.n < 1:
         raise InputDataError(f"--random {draw.n}: need at least one sample")
+    if isinstance(draw.input_shape, Mapping):
+        unknown = sorted(set(draw.input_shape) - {s.name for s in specs} - {"*"})
+        if unknown:
+            raise InputDataError(
+                f"--input-shape {unknown[0]}=...: the model has no input {unknown[0]!r}; its inputs are "
+                + ", ".join(s.name for s in specs)
+            )
     rng = np.random.default_rng(draw.seed)
     shapes = {spec.name: _draw_shape(spec, draw) for spec in specs}
     total = sum(math.prod(shapes[s.name]) * np.dtype(_np_dtype(s.dtype)).itemsize for s in specs)
@@ -78,14 +85,18 @@ def random_arrays(specs: list[InputSpec], draw: RandomDraw) -> tuple[dict[str, n
 
 def _draw_shape(spec: InputSpec, draw: RandomDraw) -> tuple[int, ...]:
     dims: list[Any] = list(spec.shape[1:]) if spec.shape else [None]
-    if draw.input_shape is not None:
-        dims = list(draw.input_shape)
+    given = draw.input_shape
+    if isinstance(given, Mapping):
+        given = given.get(spec.name, given.get("*"))
+    if given is not None:
+        dims = list(given)
     elif any(d is None for d in dims) and spec.name in draw.shapes:
         dims = list(draw.shapes[spec.name])
     if any(d is None for d in dims):
         raise InputDataError(
             f"input {spec.name!r} has shape {shape_text(spec.shape, '(unknown)')} with unknown dimensions; "
-            "give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1)"
+            f"give --input-shape (without the batch dimension, e.g. --input-shape 28,28,1, or --input-shape "
+            f"{spec.name}=28,28,1 for this input alone)"
         )
     # A fixed first dimension (half_plus_two's x: (1,), a model saved with batch_shape [8, 50]) is kept.
     batch = spec.shape[0] if spec.shape and spec.shape[0] is not None else draw.n

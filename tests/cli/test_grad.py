@@ -592,3 +592,31 @@ def test_none_dimension_needs_input_shape(keras, tmp_path):
     ok = run_cli("grad", tmp_path / "v.keras", "--all", "--input-shape", "7,3", "-f", "json")
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout)["pairs"][0]["outputs"][0]["shape"] == [4, 7, 3]
+
+
+def test_input_shape_per_input_name(keras, tmp_path):
+    """A multi-input model whose inputs have different unknown dimensions: ``NAME=SHAPE`` per input,
+    a plain shape for the others; an unknown name or a second shape for one input is one error line."""
+    from conftest import assert_one_error_line
+
+    L = keras.layers
+    a, b, c = keras.Input((None, 4), name="a"), keras.Input((None, 2), name="b"), keras.Input((None, 2), name="c")
+    pooled = [L.GlobalAveragePooling1D(name=f"gap_{t.name}")(t) for t in (a, b, c)]
+    keras.Model([a, b, c], L.Dense(1, name="out")(L.Concatenate(name="cat")(pooled))).save(tmp_path / "m.keras")
+    args = ("grad", tmp_path / "m.keras", "--pair", "a:out", "--pair", "b:out", "--pair", "c:out", "-f", "json")
+
+    def input_shapes(*given):
+        result = run_cli(*args, *given)
+        assert result.exit_code == 0, result.stderr
+        return [p["outputs"][0]["shape"] for p in json.loads(result.stdout)["pairs"]]
+
+    assert input_shapes("--input-shape", "a=3,4", "--input-shape", "b=7,2", "--input-shape", "c=5,2") == [
+        [4, 3, 4],
+        [4, 7, 2],
+        [4, 5, 2],
+    ]
+    assert input_shapes("--input-shape", "a=3,4", "--input-shape", "6,2") == [[4, 3, 4], [4, 6, 2], [4, 6, 2]]
+    line = assert_one_error_line(run_cli(*args, "--input-shape", "a=3,4", "--input-shape", "d=2"))
+    assert "no input 'd'" in line and "a, b, c" in line
+    assert_one_error_line(run_cli(*args, "--input-shape", "a=3,4", "--input-shape", "a=5,4"), "a second shape")
+    assert_one_error_line(run_cli(*args, "--input-shape", "b=q"), "--input-shape b=q", "integers")
