@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gradinspect.artifacts.loading import LoadedModel
@@ -183,6 +184,28 @@ def model_inputs(model: Any) -> list[InputSpec]:
     if isinstance(shape, (list, tuple)) and all(d is None or isinstance(d, int) for d in shape):
         return [InputSpec("input", tuple(shape), "float32")]
     return [InputSpec("input", None, "float32")]
+
+
+MODEL_INPUT = "input:"
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A model input as a pair end, ``input:<name>``: every model has one per input, a Sequential
+    too (its layers list no InputLayer). It has no variables; its output is the fed tensor."""
+
+    name: str
+    trainable_weights: tuple[Any, ...] = ()
+
+
+def input_ends(model: Any) -> dict[str, ModelInput]:
+    """``input:<name>`` for each of the model's inputs, in order."""
+    return {f"{MODEL_INPUT}{spec.name}": ModelInput(spec.name) for spec in model_inputs(model)}
+
+
+def has_input_layer(model: Any) -> bool:
+    """Whether the model's layer list holds its InputLayer (a Functional model's does)."""
+    return any(type(layer).__name__ == "InputLayer" for layer in getattr(model, "layers", []))
 
 
 def leaf_paths(model: Any) -> list[str]:

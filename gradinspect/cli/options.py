@@ -256,10 +256,16 @@ def parse_pairs(from_: str | None, to: str | None, pair: tuple[str, ...]) -> lis
             raise UsageProblem("--from and --to go together (or use --pair A:B)")
         out.append((from_, to))
     for item in pair:
-        a, sep, b = item.partition(":")
-        if not sep or not a or not b:
-            raise UsageProblem(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2")
-        out.append((a, b))
+        # A model input is a pair end too: ``input:NAME``, so ``--pair input:x:dense_1`` is (input:x, dense_1).
+        ends: list[str] = []
+        for part in item.split(":"):
+            if ends and ends[-1] == "input" and item.count(":") > 1:  # a layer may be named "input"
+                ends[-1] = f"input:{part}"
+            else:
+                ends.append(part)
+        if len(ends) != 2 or not all(ends):
+            raise UsageProblem(f"--pair {item}: expected FROM:TO, e.g. --pair dense_1:dense_2 or input:x:dense_1")
+        out.append((ends[0], ends[1]))
     return out
 
 

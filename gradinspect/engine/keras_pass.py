@@ -9,7 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.artifacts.live import all_paths, between_layers, find_layer, leaf_paths, live_layers, named_variables
+from gradinspect.artifacts.live import (
+    ModelInput,
+    all_paths,
+    between_layers,
+    find_layer,
+    has_input_layer,
+    input_ends,
+    leaf_paths,
+    live_layers,
+    named_variables,
+)
 from gradinspect.engine import stages as st
 from gradinspect.engine.entries import (
     INTEGER,
@@ -27,20 +37,24 @@ from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
 
 
-def resolve_pairs(model: Any, pairs: list[tuple[str, str]] | None, all_layers: bool) -> list[tuple[str, str]]:
-    """The (from, to) layer paths to report: consecutive leaf layers for ``all_layers``, else ``pairs``
-    checked against the model (unknown names suggest the closest; from must come before to)."""
+def resolve_pairs(
+    model: Any, pairs: list[tuple[str, str]] | None, all_layers: bool, ends: dict[str, ModelInput]
+) -> list[tuple[str, str]]:
+    """The (from, to) layer paths to report: consecutive leaf layers for ``all_layers`` (after the
+    model's inputs, ``ends``, when its layers list no InputLayer), else ``pairs`` checked against
+    the model (unknown names suggest the closest; from must come before to)."""
     if all_layers:
-        paths = leaf_paths(model)
+        paths = leaf_paths(model) if has_input_layer(model) else [*ends, *leaf_paths(model)]
         if len(paths) < 2:
             return [(paths[0], paths[0])] if paths else []
         return list(zip(paths[:-1], paths[1:]))
     if not pairs:
         raise LayerNameError("no layers chosen: give --from A --to B, --pair A:B or --all")
-    order = {p: i for i, p in enumerate(all_paths(model))}
+    order = {**{p: -1 for p in ends}, **{p: i for i, p in enumerate(all_paths(model))}}
     for a, b in pairs:
-        find_layer(model, a)
-        find_layer(model, b)
+        for end in (a, b):
+            if end not in ends:
+                find_layer(model, end)
         if order[a] > order[b]:
             raise LayerNameError(f"--from {a} comes after --to {b} in the model; swap them")
     return list(pairs)
@@ -51,12 +65,13 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     and their layers as the subject, stage 2's layers between each pair, and the pair reports with
     the reasons a layer has no gradient (read from the config graph: is it on a path to the loss?)."""
     loaded, model = request.loaded, request.loaded.model
-    chosen = resolve_pairs(model, pairs, all_layers)
+    ends = input_ends(model)
+    chosen = resolve_pairs(model, pairs, all_layers, ends)
     request = replace(request, pairs=tuple(chosen))
     wanted = tuple(dict.fromkeys(p for pair in chosen for p in pair))
     between = {pair: between_layers(model, *pair) for pair in chosen} if request.stages else {}
     var_layers = tuple(dict.fromkeys([*wanted, *(p for ps in between.values() for p in ps)]))
-    layers = {p: find_layer(model, p) for p in var_layers}
+    layers = {p: ends[p] if p in ends else find_layer(model, p) for p in var_layers}
     # A nested model's input is recorded where that model is called (see KerasSubject.forward).
     layers.update({m: find_layer(model, m) for p in wanted if "/" in p for m in [p.rpartition("/")[0]]})
     names = tuple(s.name for s in request.specs)
@@ -69,7 +84,8 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     def no_grad(path: str) -> str:  # from the saved graph: on a path to the outputs the loss reads?
         if on_path is None:
             return NO_PATH
-        return NON_DIFFERENTIABLE if path.split("/")[0] in on_path else NOT_BETWEEN
+        feeds = path in ends or path.split("/")[0] in on_path  # an input feeds every output
+        return NON_DIFFERENTIABLE if feeds else NOT_BETWEEN
 
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
         return _pair_reports(request, result, wanted, arrays, no_grad)

@@ -234,7 +234,7 @@ class KerasSubject:
         return list(self.named_variables)
 
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
-        inputs = {p for p in self.record if type(self.layers[p]).__name__ == "InputLayer"}
+        inputs = {p for p in self.record if type(self.layers[p]).__name__ in ("InputLayer", "ModelInput")}
         called = {p: self.layers[p] for p in self.record if p not in inputs}
         # A nested model's InputLayer is never called: the tensor entering it is what its model was
         # called with, recorded at each call of that model (``outer/inner/x`` -> ``outer/inner``).
