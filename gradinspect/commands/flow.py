@@ -17,6 +17,7 @@ def inspect_flow(
     *,
     loss: str = "auto",
     target: Any = None,
+    regularizers: bool = True,
     outputs: Sequence[str] = (),
     training: bool = False,
     random: int = 4,

@@ -19,6 +19,7 @@ def inspect_gradients(
     all_layers: bool = False,
     loss: str = "auto",
     target: Any = None,
+    regularizers: bool = True,
     outputs: Sequence[str] = (),
     training: bool = False,
     random: int = 4,
@@ -47,9 +48,9 @@ def inspect_gradients(
             of arrays by input name, or None for ``random`` seeded samples.
         pairs: ``(from_layer, to_layer)`` names (``outer/inner`` inside nested models).
         all_layers: every layer, as consecutive pairs (``--all``).
-        loss: ``auto``, ``sum``, ``mean``, ``sumsq``, ``unit:K``, ``logprob:pred``,
-            ``logprob:K``, ``compiled``, or a Keras loss name with ``target``.
-        target: the targets of a Keras loss (a file spec, an array, or a dict by output name).
+        loss, target: ``auto``, ``sum``, ``mean``, ``sumsq``, ``unit:K``, ``logprob:pred``, ``logprob:K``,
+            ``compiled``, or a Keras loss name with its targets (a file spec, an array, a dict by output).
+        regularizers: with ``compiled``, add the model's regularization losses, as Keras trains.
         outputs: model outputs to aim the loss at, ``NAME`` or ``NAME=TARGETFILE``.
         training: run layers in training mode (dropout, batch statistics).
         random, seed: how many seeded random samples to draw without ``inputs``, and the seed.

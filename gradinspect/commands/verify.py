@@ -91,6 +91,7 @@ def verify(
     tol: float = 1e-6,
     loss: str = "auto",
     target: Any = None,
+    regularizers: bool = True,
     outputs: Sequence[str] = (),
     random: int = 4,
     seed: int = 0,

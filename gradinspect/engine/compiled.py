@@ -27,6 +27,7 @@ from gradinspect.engine.passes import (
     TensorGradient,
     VariableGradient,
     to_numpy,
+    with_regularization,
 )
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
@@ -68,7 +69,7 @@ def step_function(first_request: PassRequest, first: PassResult) -> Callable[...
                     tape.watch(t)
             outputs, recorded = subject.forward(feeds, [tape])
             terms = [Term(t.index, t.name, s, t.weight, y) for t, s, y in zip(template.terms, resolved, targets)]
-            loss = Objective(terms, template.requested)(outputs)
+            loss, _ = with_regularization(subject, template, Objective(terms, template.requested)(outputs))
             loss = loss * tf.cast(scale, loss.dtype)
         sources = [recorded[n][c][j] for n, c, j in order] + variables
         return loss, tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.NONE)

@@ -19,7 +19,15 @@ import numpy as np
 
 from gradinspect.artifacts.live import named_variables
 from gradinspect.engine.objective import Objective
-from gradinspect.engine.passes import INPUT_PREFIX, KerasSubject, PassRequest, PassResult, flatten, run_pass
+from gradinspect.engine.passes import (
+    INPUT_PREFIX,
+    KerasSubject,
+    PassRequest,
+    PassResult,
+    flatten,
+    keras_regularization,
+    run_pass,
+)
 from gradinspect.errors import GradientError
 from gradinspect.report import EntryDetail, VerifyEntry
 
@@ -116,9 +124,15 @@ class LayerDifferences:
             self.settings.progress(self.done, self.total)
 
     def _loss(self) -> float:
+        import tensorflow as tf
+
         self._calls = 0
         feed = self.feeds[self.input_names[0]] if len(self.input_names) == 1 else self.feeds
-        return float(self.loss(flatten(self.copy(feed, training=False))).numpy())
+        loss = self.loss(flatten(self.copy(feed, training=False)))
+        if self.loss.regularizers:  # the same loss the pass differentiates (see with_regularization)
+            penalty, _ = keras_regularization(self.copy)
+            loss = loss if penalty is None else loss + tf.cast(penalty, loss.dtype)
+        return float(loss.numpy())
 
     def _tensor_perturbation(
         self, kind: str, call: int, shape: tuple[Any, ...]

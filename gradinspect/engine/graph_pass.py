@@ -48,6 +48,9 @@ class GraphSubject:
     def variables(self) -> list[tuple[str, str, Any]]:
         return list(self.scoped)
 
+    def regularization(self) -> tuple[Any, int]:
+        return None, 0  # recovered layers carry no Keras regularizers
+
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], dict[str, Any]]:
         data = [feeds[name] for name in self.graph.data_names]
         probes = self.call.probes(data, list(self.values))

@@ -47,7 +47,9 @@ class Objective:
     say why ``auto`` chose what it chose.
     """
 
-    def __init__(self, terms: list[Term], requested: str, notes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, terms: list[Term], requested: str, notes: tuple[str, ...] = (), regularizers: bool = False
+    ) -> None:
         if not terms:
             raise GradientError("the loss reads no output; name one with --model-output NAME")
         self.terms = terms
@@ -55,6 +57,8 @@ class Objective:
         self.output_indices = [t.index for t in terms]
         self.ran: list[str] = [t.spec for t in terms]
         self.fixed_notes = notes
+        # Add the model's regularization losses (``--loss compiled``, unless --no-regularizers).
+        self.regularizers = regularizers
         # What the report should say about the loss: how ``compiled`` and (after a call) ``auto`` were resolved.
         self.notes: tuple[str, ...] = notes
 
@@ -109,12 +113,18 @@ class OutputChoice:
 
 
 def build_objective(
-    spec: str, names: list[str], choice: OutputChoice, targets: dict[str, np.ndarray], compiled: Any = None
+    spec: str,
+    names: list[str],
+    choice: OutputChoice,
+    targets: dict[str, np.ndarray],
+    compiled: Any = None,
+    regularizers: bool = True,
 ) -> Objective:
     """The objective for ``--loss spec`` over the model's outputs ``names``.
 
     ``targets`` maps output names to target arrays (already read and cut). ``compiled`` is the
-    model's compiled ``(losses by output name, weights by output name)`` for ``--loss compiled``.
+    model's compiled ``(losses by output name, weights by output name)`` for ``--loss compiled``,
+    which adds the model's regularization losses too unless ``regularizers`` is False.
     """
     for name in choice.names:
         if name not in names:
@@ -122,7 +132,9 @@ def build_objective(
                 f"--model-output {name}: the model has no output {name!r}; its outputs are {', '.join(names)}"
             )
     if spec == "compiled":
-        return _compiled_objective(names, choice, targets, compiled)
+        compiled_objective = _compiled_objective(names, choice, targets, compiled)
+        compiled_objective.regularizers = regularizers
+        return compiled_objective
     check_loss_spec(spec, bool(targets))
     aimed = list(choice.names) or _default_outputs(spec, names)
     terms = [Term(names.index(n), n, spec, 1.0, targets.get(n)) for n in aimed]

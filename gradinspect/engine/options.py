@@ -39,6 +39,7 @@ class DataOptions:
     loss: str = "auto"
     target: Any = None
     training: bool = False
+    regularizers: bool = True  # --loss compiled adds the model's regularization losses
     outputs: tuple[str, ...] = ()
     max_batches: int | None = None
     compile: str = "auto"  # the batches after the first as one tf.function: auto|always|never

@@ -45,6 +45,38 @@ class Subject(Protocol):
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
         """The model's flat outputs and the recorded tensors (each watched by every tape)."""
 
+    def regularization(self) -> tuple[Any, int]:
+        """After ``forward``: the sum of the model's regularization losses and how many there are
+        ((None, 0) for a model without Keras layers)."""
+
+
+def with_regularization(subject: Subject, objective: Objective, loss: Any) -> tuple[Any, str | None]:
+    """``loss`` plus the subject's regularization losses when the objective takes them (``--loss
+    compiled``: what Keras trains on), and the note that says so."""
+    import tensorflow as tf
+
+    if not objective.regularizers:
+        return loss, None
+    penalty, count = subject.regularization()
+    if penalty is None:
+        return loss, None
+    note = (
+        f"--loss compiled adds the model's {count} regularization loss(es) (model.losses), as Keras trains on "
+        "them; --no-regularizers leaves them out"
+    )
+    return loss + tf.cast(penalty, loss.dtype), note
+
+
+def keras_regularization(model: Any) -> tuple[Any, int]:
+    """A Keras model's ``model.losses`` summed: its layers' weight penalties at the current weights
+    (differentiable under the tape) and the activity penalties of its last call."""
+    import tensorflow as tf
+
+    losses = [tf.convert_to_tensor(x) for x in (getattr(model, "losses", None) or [])]
+    if not losses:
+        return None, 0
+    return tf.add_n([tf.cast(x, losses[0].dtype) for x in losses]), len(losses)
+
 
 @dataclass(frozen=True)
 class PassRequest:
@@ -147,7 +179,7 @@ def run_pass(request: PassRequest) -> PassResult:
                 request.phase("forward pass")
             outputs, recorded = request.subject.forward(feeds, [tape, *inner])
             require_differentiable([outputs[i] for i in request.loss.output_indices if i < len(outputs)])
-            loss_value = request.loss(outputs)
+            loss_value, regularized = with_regularization(request.subject, request.loss, request.loss(outputs))
             staged = request.stages(recorded, outputs, inner) if request.stages else []
             close_inner()
             from gradinspect.engine.stages import finish, outcome
@@ -178,7 +210,7 @@ def run_pass(request: PassRequest) -> PassResult:
         tuple(VariableGradient(g, n, v, a) for (g, n, v), a in zip(variables, arrays[len(targets) :])),
         outcomes,
         loss_specs=tuple(request.loss.ran),
-        loss_notes=request.loss.notes,
+        loss_notes=(*request.loss.notes, *([regularized] if regularized else [])),
     )
 
 
@@ -233,6 +265,9 @@ class KerasSubject:
     def variables(self) -> list[tuple[str, str, Any]]:
         return list(self.named_variables)
 
+    def regularization(self) -> tuple[Any, int]:
+        return keras_regularization(self.model)
+
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
         inputs = {p for p in self.record if type(self.layers[p]).__name__ in ("InputLayer", "ModelInput")}
         called = {p: self.layers[p] for p in self.record if p not in inputs}
@@ -283,6 +318,9 @@ class SignatureSubject:
 
     def variables(self) -> list[tuple[str, str, Any]]:
         return list(self.scoped)
+
+    def regularization(self) -> tuple[Any, int]:
+        return None, 0  # a signature has no Keras layers
 
     def forward(self, feeds: dict[str, Any], tapes: list[Any]) -> tuple[list[Any], Recorded]:
         result = self.fn(**feeds)

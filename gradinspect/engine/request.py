@@ -62,4 +62,4 @@ class GradientRequest:
         feeds = self.arrays if (start, stop) == (0, first) else self.inputs.rows(start, stop)
         loss = self.loss  # the same objective, its targets cut to the rows (a file's rows read now)
         terms = [replace(t, target=None if t.target is None else np.asarray(t.target[start:stop])) for t in loss.terms]
-        return feeds, Objective(terms, loss.requested, loss.fixed_notes)
+        return feeds, Objective(terms, loss.requested, loss.fixed_notes, loss.regularizers)

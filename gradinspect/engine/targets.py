@@ -142,4 +142,4 @@ def objective_for(loaded: LoadedModel, names: list[str], data: DataOptions, rows
     checked against the inputs' ``rows`` samples (after --samples) and cut to the ``used`` ones."""
     aimed, targets = output_targets(data.target, data.outputs, names, data.samples, rows, used)
     compiled = compiled_losses(loaded, names) if data.loss == "compiled" else None
-    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled)
+    return build_objective(data.loss, names, OutputChoice(aimed), targets, compiled, data.regularizers)
