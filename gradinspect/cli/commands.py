@@ -203,8 +203,9 @@ def check(ctx: click.Context, /, model: str, **options: Any) -> None:
 
     One forward and one backward pass give the gradient of every trainable variable
     and layer output; each rule is then checked per gradient. Exit status: 0 all rules
-    pass, 1 a rule failed, 2 the model or input could not be used. The last line on
-    stderr is a summary such as `12 checks, 2 failed`.
+    pass, 1 a rule failed, 2 the model or input could not be used. The table ends
+    with a summary such as `FAIL  12 checks, 2 failed`; with another format or
+    --output, that summary is the last line on stderr.
 
     \b
     Examples:
@@ -243,7 +244,8 @@ def check(ctx: click.Context, /, model: str, **options: Any) -> None:
         *extras.rendered(report, report.grad),
     )
     emit(report, options["fmt"], dest, files)
-    click.echo(report.summary(), err=True)
+    if options["fmt"] != "table" or dest is not None:  # the terminal table already ends with it
+        click.echo(report.summary(), err=True)
     ctx.exit(0 if report.passed else 1)
 
 

@@ -77,11 +77,11 @@ def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
         if not rules.allow_disconnected:
             results.append(RuleResult("disconnected", key, True, None, None, "receives a gradient"))
         limits = rules.limits(w.layer)
-        for rule, limit, value, is_max, describe in (
-            ("max-norm", limits["max_norm"], s.norm, True, "gradient norm"),
-            ("min-norm", limits["min_norm"], s.norm, False, "gradient norm"),
-            ("max-zero-fraction", limits["max_zero_fraction"], s.zero_fraction, True, "share of exactly-zero entries"),
-            ("max-ratio", limits["max_ratio"], w.ratio, True, "gradient/weight norm ratio"),
+        for rule, limit, value, is_max, describe, short in (
+            ("max-norm", limits["max_norm"], s.norm, True, "gradient norm", "norm"),
+            ("min-norm", limits["min_norm"], s.norm, False, "gradient norm", "norm"),
+            ("max-zero-fraction", limits["max_zero_fraction"], s.zero_fraction, True, _ZEROS, "zero share"),
+            ("max-ratio", limits["max_ratio"], w.ratio, True, "gradient/weight norm ratio", "grad/weight ratio"),
         ):
             if limit is None:
                 continue
@@ -91,12 +91,15 @@ def evaluate_rules(grad: GradReport, rules: Rules) -> list[RuleResult]:
             else:
                 ok = value <= limit if is_max else value >= limit
             sign = ("<=" if ok else ">") if is_max else (">=" if ok else "<")
-            results.append(
-                RuleResult(rule, key, ok, value, limit, f"{describe} {_fmt(rule, value)} {sign} {_fmt(rule, limit)}")
-            )
+            message = f"{describe} {_fmt(rule, value)} {sign} {_fmt(rule, limit)}"
+            why = f"{short} {'within the limit' if ok else 'too high' if is_max else 'too low'}"
+            results.append(RuleResult(rule, key, ok, value, limit, message, why))
     if rules.baseline is not None:
         results.extend(compare_baseline(grad, read_baseline(rules.baseline), rules.rtol, str(rules.baseline)))
     return results
+
+
+_ZEROS = "share of exactly-zero entries"
 
 
 def _pct(value: float | None) -> str:
@@ -177,8 +180,8 @@ def compare_baseline(grad: GradReport, base: dict[str, Any], rtol: float, label:
     return results
 
 
-def _baseline_verdict(old: float | None, new: float | None, rtol: float) -> tuple[bool, Any, Any, str]:
-    """(passed, value, threshold, message) for one norm now against the baseline's."""
+def _baseline_verdict(old: float | None, new: float | None, rtol: float) -> tuple[bool, Any, Any, str, str]:
+    """(passed, value, threshold, message, why) for one norm now against the baseline's."""
     if old is None or new is None:
         ok = old is None and new is None
         why = (
@@ -186,10 +189,19 @@ def _baseline_verdict(old: float | None, new: float | None, rtol: float) -> tupl
             if ok
             else f"gradient norm {number(old)} in the baseline, {number(new)} now"
         )
-        return ok, new, old, why
+        return ok, new, old, why, why
     moved = abs(new - old) / abs(old) if old else (0.0 if new == 0 else math.inf)
-    change = f" ({(new - old) / old:+.2%})" if old else ""
-    return moved <= rtol, new, old, f"norm {number(old)} -> {number(new)}{change}"
+    change = relative_change(old, new)
+    message = f"norm {number(old)} -> {number(new)}" + (f" ({change})" if change else "")
+    return moved <= rtol, new, old, message, f"norm changed {change or 'from 0'} (rtol {rtol:g})"
+
+
+def relative_change(old: float, new: float) -> str:
+    """``+12.34%``, or beyond ±1000% the ratio (``×4.4e+10``), where a percentage stops being readable."""
+    if not old:
+        return ""
+    change = (new - old) / old
+    return f"{change:+.2%}" if abs(change) <= 10 else f"×{new / old:.2g}"
 
 
 def _check_rules(rules: Rules) -> None:

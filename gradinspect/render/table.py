@@ -228,7 +228,7 @@ def _check(console: Console, report: CheckReport) -> None:
             table.add_column(col, justify="right" if col in ("Value", "Limit") else "left")
         for r in report.failures:
             table.add_row(
-                Text(r.rule, style="bold red"), Text(r.target), num(r.value), num(r.threshold), Text(r.message)
+                Text(r.rule, style="bold red"), Text(r.target), num(r.value), num(r.threshold), Text(r.why or r.message)
             )
         console.print(table)
     status = Text("PASS", style="bold green") if report.passed else Text("FAIL", style="bold red")

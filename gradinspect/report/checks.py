@@ -54,6 +54,8 @@ class RuleResult(JsonMixin):
     value: float | None
     threshold: float | None
     message: str
+    # The reason without the numbers the Value and Limit columns show (the terminal table's Why).
+    why: str = ""
 
 
 @dataclass(frozen=True)

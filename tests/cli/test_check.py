@@ -19,8 +19,7 @@ def _last_stderr_line(result) -> str:
 def test_healthy_model_passes():
     result = run_cli("check", SAMPLES / "mlp.keras", "--max-norm", "100", "--min-norm", "1e-8")
     assert result.exit_code == 0, result.stdout + result.stderr
-    assert _last_stderr_line(result) == "29 checks, 0 failed"
-    assert "PASS" in result.stdout
+    assert result.stdout.splitlines()[-1] == "PASS  29 checks, 0 failed"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +56,10 @@ def test_dead_relu_fails_max_zero_fraction(broken_models):
     result = run_cli("check", broken_models / "dead.keras", "--max-zero-fraction", "0.5")
     assert result.exit_code == 1
     assert "max-zero-fraction" in result.stdout and "weight/dead/kernel" in result.stdout
-    assert "share of exactly-zero entries 100.0% > 50.0%" in result.stdout
+    assert "zero share too high" in result.stdout  # the numbers are in the Value and Limit columns
+    as_json = run_cli("check", broken_models / "dead.keras", "--max-zero-fraction", "0.5", "-f", "json")
+    messages = [r["message"] for r in json.loads(as_json.stdout)["results"] if not r["passed"]]
+    assert "share of exactly-zero entries 100.0% > 50.0%" in messages
     assert run_cli("check", broken_models / "dead.keras").exit_code == 0  # off unless asked
 
 
@@ -83,6 +85,37 @@ def test_baseline_against_itself_and_scaled_weights(keras, tmp_path):
     assert all("(+100.00%)" in m for m in failed.values())
     loose = run_cli("check", tmp_path / "scaled.keras", "--baseline", base, "--rtol", "1.5")
     assert loose.exit_code == 0
+
+
+def test_a_huge_change_against_the_baseline_reads_as_a_ratio(keras, tmp_path):
+    """A kernel scaled by 1e6 moves upstream norms by ~1e6: ``×1e+06``, not ``+99999900.00%``."""
+    base = tmp_path / "base.json"
+    assert run_cli("check", SAMPLES / "mlp.keras", "--write-baseline", base).exit_code == 0
+    model = keras.saving.load_model(SAMPLES / "mlp.keras")
+    k, b = model.get_layer("dense_3").get_weights()
+    model.get_layer("dense_3").set_weights([k * 1e6, b])
+    model.save(tmp_path / "scaled.keras")
+    moved = run_cli("check", tmp_path / "scaled.keras", "--baseline", base, "-f", "json")
+    failed = [r["message"] for r in json.loads(moved.stdout)["results"] if not r["passed"]]
+    assert failed and all("(×1e+06)" in m and "%" not in m for m in failed), failed
+
+
+def test_check_at_80_columns_one_line_per_failure_and_one_summary(monkeypatch):
+    """The Why column says what is wrong without repeating Value and Limit, so each failure is one
+    row at 80 columns; the summary is printed once (the table's last line, not again on stderr)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ("check", SAMPLES / "cnn.keras", "--loss", "unit:0", "--max-zero-fraction", "0.5", "--max-ratio", "1")
+    result = run_cli(*args)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if line.startswith("│ max-ratio │")]
+    assert len(rows) == 2 and all("grad/weight ratio too high" in row for row in rows)
+    assert not any(line.startswith("│           │") for line in lines)  # no wrapped continuation rows
+    both = (result.stdout + result.stderr).splitlines()
+    assert sum("40 checks, 2 failed" in line for line in both) == 1
+    as_json = run_cli(*args, "-f", "json")
+    assert as_json.stderr.strip().splitlines()[-1] == "40 checks, 2 failed"
 
 
 @pytest.mark.slow
