@@ -100,6 +100,7 @@ def test_a_huge_change_against_the_baseline_reads_as_a_ratio(keras, tmp_path):
     assert failed and all("(×1e+06)" in m and "%" not in m for m in failed), failed
 
 
+@pytest.mark.slow
 def test_check_at_80_columns_one_line_per_failure_and_one_summary(monkeypatch):
     """The Why column says what is wrong without repeating Value and Limit, so each failure is one
     row at 80 columns; the summary is printed once (the table's last line, not again on stderr)."""
