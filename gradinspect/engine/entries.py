@@ -59,6 +59,11 @@ def grad_report(
             f"{batches} batches merged as one: output gradients are summarized over every sample, not kept "
             "(--save-npz holds the weight gradients)",
         )
+    unmeasured: dict[str, int] = {}  # why the table's Noise B and SNR cells are empty (JSON: noise.reason)
+    reasons = {w.key: w.noise.reason for p in pairs for w in p.weights if w.noise is not None and w.noise.reason}
+    for reason in reasons.values():
+        unmeasured[reason] = unmeasured.get(reason, 0) + 1
+    notes = (*notes, *(f"Noise B and SNR are — for {n} variable(s): {why}" for why, n in unmeasured.items()))
     if rounding is not None:
         notes = (
             *notes,

@@ -232,6 +232,11 @@ class _NoiseSums:
         return _noise((sum(p[0] for p in known), sum(p[1] for p in known)), k, batch_size)
 
 
+# Float32 rounding (2**-23, with a margin for the sums of a backward pass) squared: a spread S below
+# this share of |G|² is what rounding alone makes of identical gradients, not noise.
+_ROUNDING_SHARE = (64 * 2.0**-23) ** 2
+
+
 def _noise(parts: tuple[float, float] | None, k: int, batch_size: int) -> Noise:
     if parts is None:
         return Noise(None, None, k, batch_size, "needs at least 2 full batches")
@@ -239,4 +244,6 @@ def _noise(parts: tuple[float, float] | None, k: int, batch_size: int) -> Noise:
     if signal <= 0 or spread <= 0:
         why = "|G|² ≤ 0: the batches disagree more than they agree" if signal <= 0 else "the batches agree exactly"
         return Noise(None, None, k, batch_size, why)
+    if spread <= _ROUNDING_SHARE * signal:  # an SNR of 1e10 and more would be rounding, not a measurement
+        return Noise(None, None, k, batch_size, "the batches agree to float32 rounding: no noise to measure")
     return Noise(batch_size * spread / signal, signal / spread, k, batch_size)

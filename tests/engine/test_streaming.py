@@ -70,6 +70,26 @@ def test_noise_needs_two_full_batches(data):
     assert weight["noise"]["b_simple"] is None and "at least 2 full batches" in weight["noise"].get("reason", "")
 
 
+def test_noise_at_float32_rounding_is_not_a_measurement(data, tmp_path):
+    """Batches of near-copies of one sample (1e-6 apart) give gradients that agree to float32
+    rounding: no SNR (it read ~1e12 before), a reason in JSON, and the table's notes say why the
+    Noise B and SNR cells are empty."""
+    import json
+
+    d, _ = data
+    base = np.load(d / "x.npy")[:1]
+    near = np.repeat(base, 64, axis=0) + 1e-6 * np.random.default_rng(0).normal(size=(64, base.shape[1]))
+    np.save(tmp_path / "near.npy", near.astype("float32"))
+    args = ("grad", d / "m.keras", "--from", "hidden", "--to", "out", "--input", tmp_path / "near.npy")
+    result = run_cli(*args, "--batch-size", "16", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    kernel = next(w for w in report["pairs"][0]["weights"] if (w["layer"], w["variable"]) == ("hidden", "kernel"))
+    assert kernel["noise"]["snr"] is None and "float32 rounding" in kernel["noise"]["reason"]
+    table = run_cli(*args, "--batch-size", "16").stdout
+    assert "Noise B and SNR are — for" in table and "float32 rounding" in table
+
+
 def test_hdf5_and_npy_inputs_stream_to_the_same_numbers(data, tmp_path):
     import h5py
 
