@@ -230,6 +230,7 @@ def _read_savedmodel(p: Path, local: Path) -> Artifact:
             f"{p}: a directory, but not a TensorFlow SavedModel (no saved_model.pb inside){hint}; {_EXPECTED}"
         )
     saved_model = _decode_saved_model(p, local / "saved_model.pb")
+    _ensure_variables(p, local, saved_model)
     meta_path = local / "keras_metadata.pb"
     if not meta_path.is_file():
         return Artifact(p, ModelFormat.SAVEDMODEL, None, saved_model=saved_model)
@@ -257,6 +258,24 @@ def _read_savedmodel(p: Path, local: Path) -> Artifact:
         saved_model=saved_model,
         **(_walked(config, None, False, nodes) if config is not None else {}),
     )
+
+
+def _ensure_variables(p: Path, local: Path, saved_model: Any) -> None:
+    """A SavedModel whose object graph holds variables needs ``variables/variables.index`` and every
+    data shard it names; without them its weights are missing and no listing or gradient is true."""
+    graphs = saved_model.meta_graphs
+    if not graphs or not any(node.HasField("variable") for node in graphs[0].object_graph_def.nodes):
+        return
+    folder = local / "variables"
+    shards = sorted(f.name for f in folder.glob("variables.data-*-of-*")) if folder.is_dir() else []
+    total = int(shards[0].rsplit("-of-", 1)[1]) if shards and shards[0].rsplit("-of-", 1)[1].isdigit() else 1
+    wanted = ["variables.index", *(f"variables.data-{i:05d}-of-{total:05d}" for i in range(total))]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if missing:
+        raise ModelFileError(
+            f"{p}: variables/{missing[0]} is missing{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: "
+            "the SavedModel's weights are not all there; copy the whole SavedModel directory"
+        )
 
 
 def _decode_saved_model(p: Path, pb: Path) -> Any:

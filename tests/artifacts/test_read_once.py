@@ -95,3 +95,19 @@ def test_layers_lists_a_keras_or_h5_file_from_that_one_open(reads, name):
         sizes: list[int] = []
         f.visititems(lambda n, o: sizes.append(o.size) if isinstance(o, h5py.Dataset) else None)
     assert report.total_params == sum(sizes) == sum(r.params for r in report.layers if not r.is_container) > 0
+
+
+@pytest.mark.parametrize("remove", ["variables.data-00000-of-00001", "variables.index"])
+def test_a_savedmodel_without_its_variables_is_refused_by_name(tmp_path, remove):
+    """``layers`` listed a SavedModel whose weights shard was missing as if it were whole (exit 0)."""
+    import shutil
+
+    from conftest import assert_one_error_line, run_cli
+
+    copy = tmp_path / "export"
+    shutil.copytree(SAMPLES / "mlp_export", copy)
+    (copy / "variables" / remove).chmod(0o600)
+    (copy / "variables" / remove).unlink()
+    for command in ("layers", "grad"):
+        args = (command, copy) if command == "layers" else (command, copy, "--all")
+        assert_one_error_line(run_cli(*args), f"variables/{remove} is missing", "copy the whole SavedModel")
