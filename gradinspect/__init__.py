@@ -13,6 +13,7 @@ __all__ = [
     "__version__",
     "assert_healthy",
     "check",
+    "flow",
     "inspect_flow",
     "inspect_gradients",
     "list_layers",
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from gradinspect.artifacts.loading import load_model
     from gradinspect.commands.check import assert_healthy, check
     from gradinspect.commands.flow import inspect_flow
+    from gradinspect.commands.flow import inspect_flow as flow
     from gradinspect.commands.grad import inspect_gradients
     from gradinspect.commands.layers import list_layers
     from gradinspect.commands.verify import verify
@@ -45,7 +47,7 @@ def __getattr__(name: str) -> Any:
         from gradinspect.commands.grad import inspect_gradients
 
         return inspect_gradients
-    if name == "inspect_flow":
+    if name in ("inspect_flow", "flow"):  # flow: the name of the command
         from gradinspect.commands.flow import inspect_flow
 
         return inspect_flow

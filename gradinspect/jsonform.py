@@ -53,3 +53,24 @@ class JsonMixin:
 
     def to_dict(self) -> dict[str, Any]:
         return _with_layout(self, self.JSON)
+
+
+class ReportMixin(JsonMixin):
+    """A top-level report: ``to_dict()`` and a short ``repr`` (its JSON's top-level keys, lists and
+    objects summarized: ``GradReport(model='m.keras', loss={spec, value}, pairs=<2>, ...)``), not the
+    dataclass's dump of every statistic. Report classes declare ``@dataclass(repr=False)``."""
+
+    def __repr__(self) -> str:
+        parts = [f"{key}={_brief(value)}" for key, value in self.to_dict().items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, list):
+        return f"<{len(value)}>"
+    if isinstance(value, dict):
+        if "path" in value:
+            return repr(value["path"])
+        return "{" + ", ".join(value) + "}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -83,9 +83,9 @@ class VerifyOptions:
 
 def verify(
     model_or_path: Any,
-    layer: str,
     inputs: Any = None,
     *,
+    layer: str,
     entries: int = 10,
     eps: float = 1e-6,
     tol: float = 1e-6,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gradinspect.jsonform import JsonMixin, Layout
+from gradinspect.jsonform import JsonMixin, Layout, ReportMixin
 from gradinspect.report.gradients import GradReport
 from gradinspect.report.listing import ModelInfo
 
@@ -58,8 +58,8 @@ class RuleResult(JsonMixin):
     why: str = ""
 
 
-@dataclass(frozen=True)
-class CheckReport(JsonMixin):
+@dataclass(frozen=True, repr=False)
+class CheckReport(ReportMixin):
     """Every rule result of one ``check`` run, with the gradient report they were computed from."""
 
     JSON: ClassVar[Layout] = (
@@ -147,8 +147,8 @@ class VerifyEntry(JsonMixin):
     details: tuple[EntryDetail, ...] = ()
 
 
-@dataclass(frozen=True)
-class VerifyReport(JsonMixin):
+@dataclass(frozen=True, repr=False)
+class VerifyReport(ReportMixin):
     """The result of ``verify`` for one layer."""
 
     JSON: ClassVar[Layout] = (

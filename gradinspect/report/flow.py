@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from gradinspect.jsonform import JsonMixin, Layout
+from gradinspect.jsonform import JsonMixin, Layout, ReportMixin
 from gradinspect.report.gradients import GradReport, WeightGradient
 
 # A weight-gradient norm outside this band is flagged as vanishing or exploding (table, chart, plot).
@@ -57,8 +57,8 @@ class FlowRow(JsonMixin):
         return "exploding" if self.grad_norm > EXPLODING else "ok"
 
 
-@dataclass(frozen=True)
-class FlowReport(JsonMixin):
+@dataclass(frozen=True, repr=False)
+class FlowReport(ReportMixin):
     """Per-layer weight-gradient series (``rows``) of one run, with the run it came from (``grad``)."""
 
     JSON: ClassVar[Layout] = (

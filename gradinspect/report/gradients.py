@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from gradinspect.jsonform import JsonMixin, Layout
+from gradinspect.jsonform import JsonMixin, Layout, ReportMixin
 from gradinspect.report.listing import ModelInfo, Shape
 
 
@@ -161,8 +161,8 @@ class PairReport(JsonMixin):
     stage2: Stage2Report | None = None
 
 
-@dataclass(frozen=True)
-class GradReport(JsonMixin):
+@dataclass(frozen=True, repr=False)
+class GradReport(ReportMixin):
     """What ``gradinspect grad`` shows. ``arrays`` holds the raw gradients by ``--save-npz`` key."""
 
     JSON: ClassVar[Layout] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from gradinspect.jsonform import JsonMixin, Layout
+from gradinspect.jsonform import JsonMixin, Layout, ReportMixin
 
 # A shape is a tuple of ints/None; a layer with several outputs has a tuple of shapes.
 Shape = tuple[Any, ...]  # dimensions: ints, None where unknown
@@ -90,8 +90,8 @@ class Signature(JsonMixin):
     outputs: tuple[InputSpec, ...]
 
 
-@dataclass(frozen=True)
-class LayersReport(JsonMixin):
+@dataclass(frozen=True, repr=False)
+class LayersReport(ReportMixin):
     """What ``gradinspect layers`` shows. Totals count every variable once."""
 
     JSON: ClassVar[Layout] = (

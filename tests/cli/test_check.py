@@ -256,7 +256,7 @@ def test_verify_reports_progress():
     from gradinspect import verify
 
     calls = []
-    report = verify(SAMPLES / "mlp.keras", "dense_2", None, entries=3, progress=lambda d, t: calls.append((d, t)))
+    report = verify(SAMPLES / "mlp.keras", layer="dense_2", entries=3, progress=lambda d, t: calls.append((d, t)))
     total = sum(e.checked for e in report.entries)
     assert calls == [(i, total) for i in range(1, total + 1)]
 
