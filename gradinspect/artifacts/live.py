@@ -186,6 +186,18 @@ def model_inputs(model: Any) -> list[InputSpec]:
     return [InputSpec("input", None, "float32")]
 
 
+def final_softmax(model: Any, index: int) -> Any:
+    """The layer whose softmax makes output ``index`` (a layer with ``activation=softmax``, a
+    ``Softmax`` layer or an ``Activation("softmax")``), or None when that output has none."""
+    outputs = list(getattr(model, "outputs", None) or [])
+    if not 0 <= index < len(outputs):
+        return None
+    history = getattr(outputs[index], "_keras_history", None)
+    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    return layer if type(layer).__name__ == "Softmax" or activation == "softmax" else None
+
+
 MODEL_INPUT = "input:"
 
 

@@ -13,6 +13,7 @@ from gradinspect.artifacts.live import (
     ModelInput,
     all_paths,
     between_layers,
+    final_softmax,
     find_layer,
     has_input_layer,
     input_ends,
@@ -76,7 +77,9 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
     layers.update({m: find_layer(model, m) for p in wanted if "/" in p for m in [p.rpartition("/")[0]]})
     names = tuple(s.name for s in request.specs)
     named = named_variables(layers, var_layers)
-    subject = KerasSubject(model, layers, wanted, var_layers, names, request.training, named)
+    subject = KerasSubject(
+        model, layers, wanted, var_layers, names, request.training, named, linear=_softmax_layers(model, request)
+    )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
     graph = loaded.artifact.graph
     on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
@@ -92,6 +95,20 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
 
     front = Front(subject, reports, info, compile=request.compile, strategy=request.strategy)
     return _with_stages(front, request, between, var_layers) if request.stages else front
+
+
+def _softmax_layers(model: Any, request: GradientRequest) -> tuple[Any, ...]:
+    """The layers whose final softmax runs as linear for the ``logit:K`` terms of the loss."""
+    layers = []
+    for term in (t for t in request.loss.terms if t.spec.startswith("logit:")):
+        layer = final_softmax(model, term.index)
+        if layer is None:
+            raise GradientError(
+                f"--loss {term.spec}: output {term.name!r} does not end in a softmax (a Softmax layer or a layer "
+                "with activation='softmax'), so it has no logits to read; use unit:K on it"
+            )
+        layers.append(layer)
+    return tuple(layers)
 
 
 def _with_stages(

@@ -1,6 +1,8 @@
 """Loss specs for ``--loss``: what each means for one output, checked before anything is loaded.
 
 Per output: ``sum``/``mean``/``sumsq`` reduce it; ``unit:K`` sums unit K of the last axis;
+``logit:K`` sums unit K of the logits, the input of the output's final softmax (the pass runs
+that softmax as linear, as tf-keras-vis's ``ReplaceToLinear`` does);
 ``logprob:pred`` sums, over samples, the log-probability of each sample's predicted class, and
 ``logprob:K`` that of class K (for outputs that are probability rows); a Keras loss name compares
 it with a target. ``auto`` is resolved per output by :mod:`gradinspect.engine.objective`, and
@@ -42,7 +44,7 @@ def check_loss_spec(spec: str, has_target: bool) -> None:
     """Raise GradientError for a ``--loss`` that cannot work, before anything is loaded (no TensorFlow)."""
     if spec in (*BUILTIN, "auto", "compiled", LOGPROB_PRED):
         return
-    for prefix, example in (("unit:", "unit:0"), ("logprob:", "logprob:3")):
+    for prefix, example in (("unit:", "unit:0"), ("logit:", "logit:3"), ("logprob:", "logprob:3")):
         if spec.startswith(prefix):
             try:
                 int(spec[len(prefix) :])
@@ -54,7 +56,7 @@ def check_loss_spec(spec: str, has_target: bool) -> None:
             raise GradientError(f"--loss {spec} compares the output with a target: give --target FILE")
         return
     raise GradientError(
-        f"--loss {spec}: unknown loss; use auto, {', '.join(BUILTIN)}, unit:K, {LOGPROB_PRED}, logprob:K, "
+        f"--loss {spec}: unknown loss; use auto, {', '.join(BUILTIN)}, unit:K, logit:K, {LOGPROB_PRED}, logprob:K, "
         f"compiled, or a Keras loss ({', '.join(KERAS_LOSSES[:7])}, ...)"
     )
 
@@ -71,6 +73,8 @@ def term_function(spec: str) -> Callable[[Any, Any], Any]:
         return lambda y, t: tf.reduce_sum(tf.square(_float(y)))
     if spec.startswith("unit:"):
         return _unit(spec, int(spec[5:]))
+    if spec.startswith("logit:"):  # the output is the logits: the pass made its softmax linear
+        return _unit(spec, int(spec[6:]))
     if spec.startswith("logprob:"):
         return _logprob(spec)
     if spec in KERAS_LOSSES:

@@ -261,6 +261,8 @@ class KerasSubject:
     watch_variables: bool = False
     # Also record each call's input, under INPUT_PREFIX + path (verify checks d loss / d a layer's input).
     record_inputs: bool = False
+    # Layers whose final softmax runs as linear (--loss logit:K): their output is then the logits.
+    linear: tuple[Any, ...] = ()
 
     def variables(self) -> list[tuple[str, str, Any]]:
         return list(self.named_variables)
@@ -277,7 +279,7 @@ class KerasSubject:
         entering: Recorded = {}
         feed = feeds[self.input_names[0]] if len(self.input_names) == 1 else feeds
         given: Recorded | None = {} if self.record_inputs else None
-        with recording(called, tapes, given) as calls:
+        with linear_softmax(self.linear), recording(called, tapes, given) as calls:
             with recording({m: self.layers[m] for m in nested}, tapes, entering):
                 y = self.model(feed, training=self.training)
         for p in inputs:
@@ -395,3 +397,30 @@ def _watch(tensors: list[Any], tapes: list[Any]) -> None:
         if hasattr(t, "dtype") and getattr(t.dtype, "is_floating", False):
             for tape in tapes:
                 tape.watch(t)
+
+
+@contextlib.contextmanager
+def linear_softmax(layers: tuple[Any, ...]) -> Iterator[None]:
+    """While active, each layer's final softmax is the identity (tf-keras-vis's ``ReplaceToLinear``):
+    a ``Softmax`` layer passes its input through, a layer with ``activation=softmax`` is linear."""
+    swapped: list[tuple[Any, Any]] = []
+    try:
+        for layer in layers:
+            if type(layer).__name__ == "Softmax":
+                object.__setattr__(layer, "call", lambda inputs, *args, **kwargs: inputs)
+                swapped.append((layer, None))
+            else:
+                swapped.append((layer, layer.activation))
+                layer.activation = _identity
+        yield
+    finally:
+        for layer, activation in swapped:
+            if activation is None:
+                with contextlib.suppress(AttributeError):
+                    object.__delattr__(layer, "call")
+            else:
+                layer.activation = activation
+
+
+def _identity(x: Any) -> Any:
+    return x

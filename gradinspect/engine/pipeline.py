@@ -39,6 +39,11 @@ def front_for(
     if signature is None:
         stages = parse_stages(opts.stage1, opts.stage2, opts.through, n_outputs, has_target)
         return keras_front(replace(request, stages=stages), pairs, opts.all_layers)
+    if any(t.spec.startswith("logit:") for t in request.loss.terms):
+        raise GradientError(
+            f"{loaded.artifact.path}: --loss logit:K needs a Keras model (it runs the final softmax as linear); "
+            "a SavedModel signature runs as saved: use unit:K"
+        )
     if request.strategy is not None:
         raise GradientError(
             f"{loaded.artifact.path}: --devices needs a Keras model; a SavedModel signature runs as saved"
