@@ -21,7 +21,6 @@ import numpy as np
 
 from gradinspect.engine.objective import Objective, Term
 from gradinspect.engine.passes import (
-    KerasSubject,
     PassRequest,
     PassResult,
     TensorGradient,
@@ -29,6 +28,7 @@ from gradinspect.engine.passes import (
     to_numpy,
     with_regularization,
 )
+from gradinspect.engine.subjects import KerasSubject
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
 

@@ -19,15 +19,8 @@ import numpy as np
 
 from gradinspect.artifacts.live import named_variables
 from gradinspect.engine.objective import Objective
-from gradinspect.engine.passes import (
-    INPUT_PREFIX,
-    KerasSubject,
-    PassRequest,
-    PassResult,
-    flatten,
-    keras_regularization,
-    run_pass,
-)
+from gradinspect.engine.passes import INPUT_PREFIX, PassRequest, PassResult, run_pass
+from gradinspect.engine.subjects import KerasSubject, flatten, keras_regularization
 from gradinspect.errors import GradientError
 from gradinspect.report import EntryDetail, VerifyEntry
 

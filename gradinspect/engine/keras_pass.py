@@ -32,8 +32,9 @@ from gradinspect.engine.entries import (
     pair_reports,
     weight_entry,
 )
-from gradinspect.engine.passes import Front, KerasSubject, PassResult
+from gradinspect.engine.passes import Front, PassResult
 from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.subjects import KerasSubject
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, OutputGradient, PairReport, WeightGradient
 

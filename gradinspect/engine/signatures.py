@@ -19,8 +19,9 @@ from gradinspect.engine.entries import (
     output_entry,
     weight_entry,
 )
-from gradinspect.engine.passes import Front, PassResult, SignatureSubject, flatten
+from gradinspect.engine.passes import Front, PassResult
 from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.subjects import SignatureSubject, flatten
 from gradinspect.errors import GradientError, LayerNameError
 from gradinspect.report import InputSpec, ModelInfo, PairReport
 

@@ -18,7 +18,7 @@ def shared_model(keras):
 def test_every_call_of_a_shared_layer_is_recorded(shared_model):
     import tensorflow as tf
 
-    from gradinspect.engine.passes import recording
+    from gradinspect.engine.subjects import recording
 
     model, shared = shared_model
     x = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]], dtype=np.float32)
@@ -36,7 +36,7 @@ def test_every_call_of_a_shared_layer_is_recorded(shared_model):
 def test_recorded_outputs_are_watched_so_their_gradient_exists(shared_model):
     import tensorflow as tf
 
-    from gradinspect.engine.passes import recording
+    from gradinspect.engine.subjects import recording
 
     model, shared = shared_model
     x = np.ones((1, 3), dtype=np.float32)
@@ -49,7 +49,7 @@ def test_recorded_outputs_are_watched_so_their_gradient_exists(shared_model):
 
 
 def test_call_is_restored_even_when_the_forward_pass_raises(shared_model):
-    from gradinspect.engine.passes import recording
+    from gradinspect.engine.subjects import recording
 
     model, shared = shared_model
     x = np.ones((2, 3), dtype=np.float32)
@@ -62,7 +62,7 @@ def test_call_is_restored_even_when_the_forward_pass_raises(shared_model):
 
 
 def test_flatten_orders_nested_outputs():
-    from gradinspect.engine.passes import flatten
+    from gradinspect.engine.subjects import flatten
 
     assert flatten([1, (2, [3, 4]), {"b": 6, "a": 5}]) == [1, 2, 3, 4, 5, 6]
     assert flatten(7) == [7]
