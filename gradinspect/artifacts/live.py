@@ -186,6 +186,11 @@ def model_inputs(model: Any) -> list[InputSpec]:
     return [InputSpec("input", None, "float32")]
 
 
+def activation_name(layer: Any) -> str:
+    """The name of a layer's activation (``relu``, ``sigmoid``, ``softmax``…), "" without one."""
+    return str(getattr(getattr(layer, "activation", None), "__name__", "") or "")
+
+
 def final_softmax(model: Any, index: int) -> Any:
     """The layer whose softmax makes output ``index`` (a layer with ``activation=softmax``, a
     ``Softmax`` layer or an ``Activation("softmax")``), or None when that output has none."""

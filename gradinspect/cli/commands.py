@@ -70,6 +70,12 @@ def layers(model: str, signature: str | None, fmt: str, output: str | None, **op
 @click.option("--to", metavar="LAYER", help="Second layer of the pair (its weight gradients).")
 @click.option("--pair", multiple=True, metavar="A:B", help="A layer pair; may be repeated.")
 @click.option("--all", "all_layers", is_flag=True, help="Every layer, as consecutive pairs.")
+@click.option(
+    "--activations",
+    is_flag=True,
+    help="Also the recorded outputs' own values: mean, std, share of zeros (dead ReLUs) and of saturated "
+    "sigmoid/tanh units; activation/<layer> arrays in --save-npz.",
+)
 @data_options()
 @click.option(
     "--stage1",
@@ -140,6 +146,7 @@ def grad(
             "pairs": pairs,
             "sink": sink,
             "all_layers": all_layers,
+            "activations": data_options_values.pop("activations"),
             "custom_objects": custom_objects,
             "unsafe": unsafe,
             **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},

@@ -17,6 +17,7 @@ def inspect_gradients(
     pairs: Sequence[tuple[str, str]] | None = None,
     *,
     all_layers: bool = False,
+    activations: bool = False,
     loss: str = "auto",
     target: Any = None,
     regularizers: bool = True,
@@ -48,6 +49,7 @@ def inspect_gradients(
             of arrays by input name, or None for ``random`` seeded samples.
         pairs: ``(from_layer, to_layer)`` names (``outer/inner`` inside nested models).
         all_layers: every layer, as consecutive pairs (``--all``).
+        activations: also each recorded output's own values' statistics (``--activations``).
         loss, target: ``auto``, ``sum``, ``mean``, ``sumsq``, ``unit:K``, ``logprob:pred``, ``logprob:K``,
             ``compiled``, or a Keras loss name with its targets (a file spec, an array, a dict by output).
         regularizers: with ``compiled``, add the model's regularization losses, as Keras trains.

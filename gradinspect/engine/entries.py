@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradinspect.engine.losses import BUILTIN
-from gradinspect.engine.stats import tensor_stats
+from gradinspect.engine.stats import activation_stats, tensor_stats
 from gradinspect.report import GradReport, ModelInfo, Noise, OutputGradient, PairReport, WeightGradient
 
 if TYPE_CHECKING:
@@ -110,17 +112,30 @@ def rounding_noise(pairs: tuple[PairReport, ...], loss_value: float) -> float | 
     return top if top <= _NOISE * max(1.0, abs(loss_value)) else None
 
 
-def output_entry(tg: TensorGradient, reason: str, arrays: dict[str, Any], tensors: int = 1) -> OutputGradient:
+def output_entry(
+    tg: TensorGradient,
+    reason: str,
+    arrays: dict[str, Any],
+    tensors: int = 1,
+    activations: Mapping[str, str] | None = None,
+) -> OutputGradient:
     """The entry for one recorded tensor (``tensors``: how many its call returned); its raw gradient
-    goes into ``arrays`` under its ``--save-npz`` key."""
+    goes into ``arrays`` under its ``--save-npz`` key. With ``activations`` (``--activations``: layer
+    -> the activation whose saturation counts, or ""), the tensor's own values too."""
     shape = tuple(int(d) for d in tg.tensor.shape)
-    if tg.stats is not None and tg.rows is not None:  # merged over several batches
-        return OutputGradient(tg.name, tg.call, tg.index, (tg.rows, *shape[1:]), tg.stats, None, tensors)
+    merged = tg.rows is not None  # over several batches: statistics only
+    act = None
+    if activations is not None and tg.tensor.dtype.is_floating:
+        act = tg.activation if merged else activation_stats(np.asarray(tg.tensor), activations.get(tg.name))
+    entry = OutputGradient(tg.name, tg.call, tg.index, shape, None, reason, tensors, act)
+    if act is not None and not merged:
+        _store(arrays, entry.activation_key, np.asarray(tg.tensor))
+    if tg.stats is not None and merged:
+        return replace(entry, shape=(tg.rows, *shape[1:]), stats=tg.stats, missing=None)
     if tg.grad is None:
-        return OutputGradient(tg.name, tg.call, tg.index, shape, None, reason, tensors)
-    entry = OutputGradient(tg.name, tg.call, tg.index, shape, tensor_stats(tg.grad), None, tensors)
+        return entry
     _store(arrays, entry.key, tg.grad)
-    return entry
+    return replace(entry, stats=tensor_stats(tg.grad), missing=None)
 
 
 def _store(arrays: dict[str, Any], key: str, value: np.ndarray) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from gradinspect.artifacts.live import (
     ModelInput,
+    activation_name,
     all_paths,
     between_layers,
     final_softmax,
@@ -82,6 +83,7 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
         model, layers, wanted, var_layers, names, request.training, named, linear=_softmax_layers(model, request)
     )
     info = live_layers(loaded).model if loaded.loader != "in-memory" else _memory_info(model, request.specs)
+    kinds = {p: activation_name(layers[p]) for p in wanted} if request.activations else None
     graph = loaded.artifact.graph
     on_path = graph.feeding(request.loss.output_indices) if graph is not None else None
 
@@ -92,9 +94,9 @@ def keras_front(request: GradientRequest, pairs: list[tuple[str, str]] | None, a
         return NON_DIFFERENTIABLE if feeds else NOT_BETWEEN
 
     def reports(result: PassResult, arrays: dict[str, np.ndarray]) -> tuple[PairReport, ...]:
-        return _pair_reports(request, result, wanted, arrays, no_grad)
+        return _pair_reports(request, result, wanted, arrays, (no_grad, kinds))
 
-    front = Front(subject, reports, info, compile=request.compile, strategy=request.strategy)
+    front = Front(subject, reports, info, compile=request.compile, strategy=request.strategy, activations=kinds)
     return _with_stages(front, request, between, var_layers) if request.stages else front
 
 
@@ -131,13 +133,15 @@ def _pair_reports(
     result: PassResult,
     wanted: tuple[str, ...],
     arrays: dict[str, Any],
-    no_grad: Callable[[str], str],
+    reasons: tuple[Callable[[str], str], Mapping[str, str] | None],
 ) -> tuple[PairReport, ...]:
-    """Entries for each pair's outputs and weights (and stage 2), with reasons for missing gradients."""
+    """Entries for each pair's outputs and weights (and stage 2), with reasons for missing gradients
+    (``reasons``: the no-gradient reason of a layer, and the --activations kinds or None)."""
+    no_grad, kinds = reasons
     outs: dict[str, list[OutputGradient]] = {p: [] for p in wanted}
     for tg in result.tensors:
         reason = INTEGER if not tg.tensor.dtype.is_floating else no_grad(tg.name)
-        outs[tg.name].append(output_entry(tg, reason, arrays, len(result.recorded[tg.name][tg.call])))
+        outs[tg.name].append(output_entry(tg, reason, arrays, len(result.recorded[tg.name][tg.call]), kinds))
     for p in wanted:
         if not result.recorded[p]:
             outs[p].append(OutputGradient(p, 0, 0, (), None, NOT_CALLED))

@@ -100,6 +100,7 @@ class GradOptions:
     """What ``grad`` reports besides the pairs: every consecutive layer pair, and stage 2."""
 
     all_layers: bool = False
+    activations: bool = False  # the recorded outputs' own values' statistics too
     stage1: str | None = None
     stage2: str | None = None
     through: bool = False

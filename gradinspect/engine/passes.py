@@ -20,7 +20,7 @@ import numpy as np
 from gradinspect.engine.objective import Objective
 from gradinspect.errors import GradientError
 from gradinspect.formatting import first_line
-from gradinspect.report import ModelInfo, Noise, PairReport, TensorStats
+from gradinspect.report import ActivationStats, ModelInfo, Noise, PairReport, TensorStats
 
 # Recorded outputs: layer (or input) name -> one list of tensors per call.
 Recorded = dict[str, list[list[Any]]]
@@ -85,6 +85,8 @@ class PassRequest:
     stages: Callable[[Recorded, list[Any], list[Any]], list[Any]] | None = None
     stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = field(default=())
     phase: Callable[[str], None] | None = field(default=None, compare=False)  # names the step running
+    # --activations: layer -> the activation whose saturation counts ("" none); every batch then runs eagerly.
+    activations: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class TensorGradient:
     # Over several batches the per-sample gradients are not kept: their statistics, and the sample count.
     stats: TensorStats | None = None
     rows: int | None = None
+    activation: ActivationStats | None = None  # over several batches (--activations): the values' statistics
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class Front:
     stage_pairs: int = 0
     starter: Callable[[tuple[int, int]], Callable[[Recorded, list[Any], list[Any]], list[Any]]] | None = None
     stage2_variables: tuple[tuple[tuple[str, str, Any], ...], ...] = ()
+    activations: Mapping[str, str] | None = None  # see PassRequest
 
 
 def run_pass(request: PassRequest) -> PassResult:

@@ -46,15 +46,17 @@ class GradientRequest:
     compile: str = "auto"  # --compile: the batches after the first as one tf.function
     strategy: Any = field(default=None, compare=False)  # --devices: a tf.distribute.MirroredStrategy
     sink: Callable[[dict[str, np.ndarray], int, int], None] | None = field(default=None, compare=False)  # --save-h5
+    activations: bool = False  # --activations: the recorded outputs' own values' statistics too
 
     def pass_request(self, front: Front, start: int, stop: int) -> PassRequest:
         """The pass of samples ``start:stop``: their inputs and targets, and stage 2 when the front has it."""
         feeds, objective = self.batch(start, stop)
         phase = getattr(self.progress, "phase", None) if start == 0 else None  # names the first batch's steps
         if front.starter is None:
-            return PassRequest(front.subject, feeds, objective, phase=phase)
+            return PassRequest(front.subject, feeds, objective, phase=phase, activations=front.activations)
         starter = front.starter((start, stop))
-        return PassRequest(front.subject, feeds, objective, front.stage_pairs, starter, front.stage2_variables, phase)
+        staged = (front.stage_pairs, starter, front.stage2_variables)
+        return PassRequest(front.subject, feeds, objective, *staged, phase, front.activations)
 
     def batch(self, start: int, stop: int) -> tuple[dict[str, np.ndarray], Objective]:
         """The inputs and the objective (its targets) of samples ``start:stop``."""

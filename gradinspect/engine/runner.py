@@ -42,7 +42,11 @@ def run_gradients(
     names = signature.output_names if signature else output_names(loaded.model)
     specs = signature.specs if signature else tuple(model_inputs(loaded.model))
     request = replace(
-        _request(loaded, specs, names, data), progress=grad_opts.progress, sink=grad_opts.sink, strategy=strategy
+        _request(loaded, specs, names, data),
+        progress=grad_opts.progress,
+        sink=grad_opts.sink,
+        strategy=strategy,
+        activations=grad_opts.activations,
     )
     if strategy is not None:
         request = replace(request, notes=(*request.notes, devices_note(strategy)))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from gradinspect.report import TensorStats
+from gradinspect.report import ActivationStats, TensorStats
 
 # Sums are accumulated in float64 over chunks that stay in cache: converting a whole float32
 # array to float64 at once costs more than every other pass together.
@@ -102,3 +102,36 @@ class StreamingStats:
             zero_fraction=self.zeros / n,
             nonfinite=self.nonfinite,
         )
+
+
+# Where a sigmoid or tanh is saturated: its derivative is below ~0.04 there.
+SATURATION = {"sigmoid": (0.01, 0.99), "tanh": (-0.99, 0.99)}
+
+
+class ActivationSums:
+    """A layer output's values over every batch (``--activations``): moments and zeros as
+    :class:`StreamingStats` keeps them, and the values outside ``saturating``'s unsaturated range."""
+
+    def __init__(self, saturating: str | None) -> None:
+        self.saturating = saturating if saturating in SATURATION else None
+        self.values = StreamingStats()
+        self.saturated = 0
+
+    def update(self, values: Any) -> None:
+        flat = np.asarray(values, np.float64).reshape(-1)
+        self.values.update(flat)
+        if self.saturating is not None:
+            lo, hi = SATURATION[self.saturating]
+            self.saturated += int(np.count_nonzero((flat < lo) | (flat > hi)))
+
+    def result(self) -> ActivationStats:
+        s = self.values.result()
+        share = self.saturated / self.values.count if self.saturating and self.values.count else None
+        return ActivationStats(s.mean, s.std, s.zero_fraction, share, self.saturating)
+
+
+def activation_stats(values: Any, saturating: str | None) -> ActivationStats:
+    """:class:`ActivationSums` of one array."""
+    sums = ActivationSums(saturating)
+    sums.update(values)
+    return sums.result()

@@ -11,7 +11,7 @@ Stage-2 losses are summed over the batches (see :class:`StageSums`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +24,7 @@ from gradinspect.engine.objective import Objective
 from gradinspect.engine.passes import PassRequest, PassResult, TensorGradient, VariableGradient, run_pass
 from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.stages import StageSums
-from gradinspect.engine.stats import StreamingStats
+from gradinspect.engine.stats import ActivationSums, StreamingStats
 from gradinspect.errors import GradientError
 from gradinspect.report import Noise, output_key
 
@@ -89,7 +89,7 @@ def run_batches(
         request = make(start, stop)
         result = step(request)
         if merged is None:
-            merged = _Merged(result, plan, is_mean_type(request.loss))
+            merged = _Merged(result, plan, is_mean_type(request.loss), request.activations)
             step = _later_step(request, result, compiled, total, merged)
         merged.add(result, stop - start)
         if sink is not None:
@@ -110,7 +110,7 @@ def _later_step(
         if not compilable(request):
             raise GradientError("--devices runs the compiled step, which needs a Keras model without --stage2")
         return DistributedStep(request, first, strategy, merged.mean_type)
-    if wants_compiled(mode, request, batches):
+    if request.activations is None and wants_compiled(mode, request, batches):  # it keeps no activations
         return CompiledStep(request, first, Summing(merged.mean_type, merged.plan.batch_size, merged.used))
     return run_pass
 
@@ -128,8 +128,13 @@ def output_arrays(tensors: tuple[TensorGradient, ...], scale: float) -> dict[str
 
 
 class _Merged:
-    def __init__(self, first: PassResult, plan: BatchPlan, mean_type: bool) -> None:
+    def __init__(
+        self, first: PassResult, plan: BatchPlan, mean_type: bool, activations: Mapping[str, str] | None = None
+    ) -> None:
         self.first, self.plan, self.mean_type = first, plan, mean_type
+        self.acts = [
+            ActivationSums(activations.get(tg.name)) if activations is not None else None for tg in first.tensors
+        ]
         self.used = plan.samples
         self.loss = 0.0
         self.batches = 0
@@ -150,9 +155,11 @@ class _Merged:
         for sums, out in zip(self.stages, result.staged):
             sums.add(out)
         self.loss += result.loss_value * share
-        for stats, tg in zip(self.stats, result.tensors):
+        for stats, acts, tg in zip(self.stats, self.acts, result.tensors):
             if tg.grad is not None:
                 stats.update(tg.grad * share if self.mean_type else tg.grad)
+            if acts is not None and tg.tensor.dtype.is_floating:
+                acts.update(tg.tensor)
         for i, vg in enumerate(result.variables):
             if vg.grad is None or result.variables_summed:
                 continue
@@ -172,8 +179,17 @@ class _Merged:
 
     def result(self) -> PassResult:
         tensors = tuple(
-            TensorGradient(tg.name, tg.call, tg.index, tg.tensor, None, s.result() if s.count else None, self.used)
-            for tg, s in zip(self.first.tensors, self.stats)
+            TensorGradient(
+                tg.name,
+                tg.call,
+                tg.index,
+                tg.tensor,
+                None,
+                s.result() if s.count else None,
+                self.used,
+                None if a is None else a.result(),
+            )
+            for tg, s, a in zip(self.first.tensors, self.stats, self.acts)
         )
         b = self.plan.batch_size
         variables = tuple(

@@ -69,19 +69,27 @@ def sparkline(values: Any, bins: int = 10) -> str:
     return f"1e{math.floor(lo)} {blocks} 1e{math.ceil(hi) if hi > lo else math.floor(lo) + 1}"
 
 
+# --activations: the recorded outputs' own values.
+ACTIVATION_COLUMNS = [Column("Act mean", 38), Column("Act std", 37), Column("Act zeros", 58), Column("Saturated", 57)]
+
+
 def outputs_table(pair: Any, arrays: dict[str, Any] | None = None) -> tuple[str, list[Column], list[list[Any]]]:
     notes = any(o.stats is None for o in pair.outputs)
+    acts = any(o.activation is not None for o in pair.outputs)
     rows = []
     for o in pair.outputs:
         name = o.layer + (f".{o.tensor}" if o.tensors > 1 else "")
         head = [Text(name), str(o.call), Text(shape(o.shape))]
+        a = o.activation
+        values = [num(a.mean), num(a.std), num(a.zero_fraction), num(a.saturated_fraction)] if a else [_DASH] * 4
+        tail = values if acts else []
         if o.stats is None:
-            rows.append([*head, *[_DASH] * 8, Text(o.missing or "")])
+            rows.append([*head, *[_DASH] * 8, *tail, Text(o.missing or "")])
             continue
         s = o.stats
         cells = [norm_cell(s), num(s.mean), num(s.std), num(s.min), num(s.max), num(s.abs_mean)]
-        rows.append([*head, *cells, num(s.zero_fraction), _nonfinite(s), *([Text("")] if notes else [])])
-    columns = OUTPUT_COLUMNS + ([_NOTE] if notes else [])
+        rows.append([*head, *cells, num(s.zero_fraction), _nonfinite(s), *tail, *([Text("")] if notes else [])])
+    columns = OUTPUT_COLUMNS + (ACTIVATION_COLUMNS if acts else []) + ([_NOTE] if notes else [])
     if arrays is not None:
         columns = columns + [_HIST]
         for row, o in zip(rows, pair.outputs):

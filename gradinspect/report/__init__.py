@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gradinspect.report.checks import CheckReport, EntryDetail, RuleResult, Rules, VerifyEntry, VerifyReport
 from gradinspect.report.gradients import (
+    ActivationStats,
     GradReport,
     Noise,
     OutputGradient,
@@ -38,6 +39,7 @@ __all__ = [
     "LayerRow",
     "LayersReport",
     "ModelInfo",
+    "ActivationStats",
     "OutputGradient",
     "OutputShape",
     "PairReport",

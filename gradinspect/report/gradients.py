@@ -44,11 +44,27 @@ class Noise(JsonMixin):
 
 
 @dataclass(frozen=True)
+class ActivationStats(JsonMixin):
+    """A layer output's own values (``--activations``): their mean and std, the share of exact zeros
+    (dead ReLU units) and, after a sigmoid or tanh, the share of saturated values (sigmoid outside
+    [0.01, 0.99], |tanh| above 0.99), where gradients vanish."""
+
+    JSON: ClassVar[Layout] = ("mean", "std", "zero_fraction", "saturated_fraction?", "saturating?")
+
+    mean: float | None
+    std: float | None
+    zero_fraction: float | None
+    saturated_fraction: float | None = None
+    saturating: str | None = None  # sigmoid | tanh: the activation whose saturation is counted
+
+
+@dataclass(frozen=True)
 class OutputGradient(JsonMixin):
     """d loss / d one output tensor of one call of a layer. ``stats`` is None when there is no
-    gradient, and ``missing`` then says why."""
+    gradient, and ``missing`` then says why; ``activation`` holds the tensor's own values' statistics
+    when ``--activations`` asked for them."""
 
-    JSON: ClassVar[Layout] = ("layer", "call", "tensor", "shape", "stats", "missing")
+    JSON: ClassVar[Layout] = ("layer", "call", "tensor", "shape", "stats", "missing", "activation?")
 
     layer: str
     call: int
@@ -57,12 +73,18 @@ class OutputGradient(JsonMixin):
     stats: TensorStats | None
     missing: str | None = None
     tensors: int = 1  # how many tensors that call returned
+    activation: ActivationStats | None = None
 
     @property
     def key(self) -> str:
         """The ``--save-npz`` key: ``output/<layer>``, ``#<n>`` for the n-th further call of a shared
         layer, ``.<j>`` for the j-th tensor (from 0) of a call that returns several."""
         return output_key(self.layer, self.call, self.tensor, self.tensors)
+
+    @property
+    def activation_key(self) -> str:
+        """The ``--save-npz`` key of the tensor's own values (``--activations``): ``activation/<layer>…``."""
+        return "activation/" + self.key.removeprefix("output/")
 
 
 def output_key(layer: str, call: int, tensor: int, tensors: int) -> str:
