@@ -18,7 +18,14 @@ from gradinspect.cli.options import (
     split_list,
     unsafe_notice,
 )
-from gradinspect.cli.outputs import ExtraOutputs, checked_destination, emit, plot_options, staged_h5
+from gradinspect.cli.outputs import (
+    ExtraOutputs,
+    checked_destination,
+    emit,
+    plot_options,
+    saliency_bytes,
+    staged_h5,
+)
 from gradinspect.destinations import ensure_distinct, npz_bytes
 from gradinspect.errors import UsageProblem
 from gradinspect.report import CheckReport, GradReport, LayersReport, VerifyReport
@@ -94,6 +101,21 @@ def layers(model: str, signature: str | None, fmt: str, output: str | None, **op
 @output_options(GradReport, files=True)
 @click.option("--save-npz", metavar="FILE", type=click.Path(dir_okay=False), help="Save every reported gradient array.")
 @click.option(
+    "--saliency",
+    metavar="FILE.npz|FILE.png",
+    type=click.Path(dir_okay=False),
+    help="Per-sample saliency maps of the inputs (|d loss / d input|, max over channels, scaled per sample): "
+    "saliency/<input> and input/<input> arrays, or for images a PNG grid of inputs and maps.",
+)
+@click.option("--smooth", type=click.IntRange(min=0), default=0, show_default=True, help="SmoothGrad: noisy copies.")
+@click.option(
+    "--noise",
+    type=click.FloatRange(min=0),
+    default=0.2,
+    show_default=True,
+    help="SmoothGrad's noise: a share of each sample's value range.",
+)
+@click.option(
     "--save-h5",
     metavar="FILE",
     type=click.Path(dir_okay=False),
@@ -134,10 +156,11 @@ def grad(
     data = data_values(data_options_values)
     reads = files_read(model, custom_objects, data=data)
     npz_dest = checked_destination(save_npz, "--save-npz", reads, force=force)
+    saliency = _saliency_destination(data_options_values, reads, force)
     h5_dest = checked_destination(save_h5, "--save-h5", reads, force=force)
     dest = checked_destination(output, "--output", reads, force=force)
     extras = ExtraOutputs.checked({**data_options_values, "force": force}, reads)
-    ensure_distinct([npz_dest, h5_dest, dest, *extras.destinations()])
+    ensure_distinct([npz_dest, saliency, h5_dest, dest, *extras.destinations()])
     unsafe_notice(unsafe)
     limits = child_limits(data_options_values)
     with staged_h5(h5_dest) as sink:
@@ -146,19 +169,34 @@ def grad(
             "pairs": pairs,
             "sink": sink,
             "all_layers": all_layers,
-            "activations": data_options_values.pop("activations"),
+            "saliency": saliency is not None,
             "custom_objects": custom_objects,
             "unsafe": unsafe,
-            **{k: data_options_values.pop(k) for k in _STAGE_OPTIONS},
+            **{k: data_options_values.pop(k) for k in _GRAD_OPTIONS},
             **data,
         }
         quiet = data_options_values.get("quiet", False)
         report = run_isolated(inspect_gradients, kwargs, limits, model, label="batches", quiet=quiet)
-        files = ((npz_dest, npz_bytes(report.arrays) if npz_dest else b""), *extras.rendered(report, report))
+        npz = (npz_dest, npz_bytes(report.arrays) if npz_dest else b"")
+        files = (npz, (saliency, saliency_bytes(report.arrays, saliency) if saliency else b""))
+        files += tuple(extras.rendered(report, report))
         emit(report, fmt, dest, (*files, (h5_dest, sink)), hist=extras.hist)
 
 
-_STAGE_OPTIONS = ("stage1", "stage2", "through", "signature")  # passed through to inspect_gradients
+# Passed through to inspect_gradients as they are.
+_GRAD_OPTIONS = ("stage1", "stage2", "through", "signature", "activations", "smooth", "noise")
+
+
+def _saliency_destination(options: dict[str, Any], reads: Any, force: bool) -> Any:
+    """``--saliency FILE``: an ``.npz`` or a ``.png``, checked like every destination before any work."""
+    path = options.pop("saliency")
+    if path is not None and not str(path).lower().endswith((".npz", ".png")):
+        raise UsageProblem(f"--saliency {path}: give a .npz (the maps) or a .png (a grid of inputs and maps) file")
+    if path is not None and str(path).lower().endswith(".png"):
+        from gradinspect.render.plot import require_matplotlib
+
+        require_matplotlib()
+    return checked_destination(path, "--saliency", reads, force=force)
 
 
 def _rules(options: dict[str, Any], baseline: str | None) -> Any:

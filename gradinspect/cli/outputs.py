@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from gradinspect.destinations import npz_bytes
+
 # Formats a run can also write to a file of their own (``--junit FILE``, …), beside the terminal table.
 REPORT_FILES = ("json", "markdown", "junit")
 
@@ -141,3 +143,13 @@ class ExtraOutputs:
     def rendered(self, report: Any, grad_report: Any) -> tuple[tuple[Any, Any], ...]:
         """(destination, bytes) of each, from one run's report (and the GradReport the figure is drawn from)."""
         return (plot_file(self.plot, grad_report, self.hist), *rendered_files(report, self.files))
+
+
+def saliency_bytes(arrays: dict[str, Any] | None, dest: Any) -> bytes:
+    """``--saliency FILE``: the maps and their inputs as an ``.npz``, or a PNG grid for image inputs."""
+    chosen = {k: v for k, v in (arrays or {}).items() if k.startswith(("saliency/", "input/"))}
+    if str(dest.path).lower().endswith(".png"):
+        from gradinspect.render.plot import saliency_png
+
+        return saliency_png(chosen)
+    return npz_bytes(chosen)

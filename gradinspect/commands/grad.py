@@ -18,6 +18,9 @@ def inspect_gradients(
     *,
     all_layers: bool = False,
     activations: bool = False,
+    saliency: bool = False,
+    smooth: int = 0,
+    noise: float = 0.2,
     loss: str = "auto",
     target: Any = None,
     regularizers: bool = True,
@@ -50,6 +53,8 @@ def inspect_gradients(
         pairs: ``(from_layer, to_layer)`` names (``outer/inner`` inside nested models).
         all_layers: every layer, as consecutive pairs (``--all``).
         activations: also each recorded output's own values' statistics (``--activations``).
+        saliency, smooth, noise: per-sample saliency maps of the inputs (``saliency/<input>`` arrays,
+            with ``input/<input>``), SmoothGrad over ``smooth`` noisy copies at ``noise`` × the range.
         loss, target: ``auto``, ``sum``, ``mean``, ``sumsq``, ``unit:K``, ``logprob:pred``, ``logprob:K``,
             ``compiled``, or a Keras loss name with its targets (a file spec, an array, a dict by output).
         regularizers: with ``compiled``, add the model's regularization losses, as Keras trains.

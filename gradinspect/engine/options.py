@@ -101,6 +101,9 @@ class GradOptions:
 
     all_layers: bool = False
     activations: bool = False  # the recorded outputs' own values' statistics too
+    saliency: bool = False  # per-sample saliency maps of the inputs (saliency/<input> arrays)
+    smooth: int = 0  # SmoothGrad: noisy copies per sample (0: plain gradients)
+    noise: float = 0.2  # SmoothGrad's noise, a share of each sample's value range
     stage1: str | None = None
     stage2: str | None = None
     through: bool = False

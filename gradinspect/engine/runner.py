@@ -19,6 +19,7 @@ from gradinspect.engine.pipeline import front_for, run_front
 from gradinspect.engine.plans import BatchPlan
 from gradinspect.engine.progress import say
 from gradinspect.engine.request import GradientRequest
+from gradinspect.engine.saliency import SaliencyOptions, saliency_maps
 from gradinspect.engine.signatures import savedmodel_signature
 from gradinspect.engine.source import prepare_source, random_draw
 from gradinspect.engine.targets import objective_for
@@ -50,7 +51,12 @@ def run_gradients(
     )
     if strategy is not None:
         request = replace(request, notes=(*request.notes, devices_note(strategy)))
-    return run_front(request, front_for(request, signature, pairs, grad_opts))
+    report = run_front(request, front_for(request, signature, pairs, grad_opts))
+    if grad_opts.saliency:
+        say(grad_opts.progress, "saliency maps")
+        maps = saliency_maps(request, SaliencyOptions(grad_opts.smooth, grad_opts.noise, data.seed))
+        report = replace(report, arrays={**(report.arrays or {}), **maps})
+    return report
 
 
 def _request(loaded: LoadedModel, specs: tuple[InputSpec, ...], names: list[str], data: DataOptions) -> GradientRequest:

@@ -119,3 +119,38 @@ def _hist_axes(ax: Any, name: str, values: np.ndarray) -> None:
     ax.set_title(middle_ellipsis(name, 24), fontsize="small")
     ax.set_xlabel("log10 |g|", fontsize="x-small")
     ax.tick_params(labelsize="x-small")
+
+
+def saliency_png(arrays: dict[str, Any], limit: int = 16) -> bytes:
+    """``--saliency FILE.png``: per image input, a grid of its first ``limit`` samples, each image
+    beside its saliency map (``input/<name>`` and ``saliency/<name>`` of :func:`saliency_maps`)."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k.removeprefix("saliency/") for k in arrays if k.startswith("saliency/")]
+    for name in names:
+        if arrays[f"saliency/{name}"].ndim != 3:
+            raise UsageProblem(
+                f"--saliency: input {name!r} is not an image, so there is no grid to draw; use a .npz file"
+            )
+    rows = [(name, i) for name in names for i in range(min(limit, len(arrays[f"saliency/{name}"])))]
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig, axes = plt.subplots(len(rows), 2, figsize=(4.0, 2.0 * len(rows)), squeeze=False, layout="constrained")
+        for (name, i), (left, right) in zip(rows, axes):
+            image = np.asarray(arrays[f"input/{name}"][i], np.float64)
+            image = image[..., 0] if image.ndim == 3 and image.shape[-1] not in (3, 4) else image
+            if image.ndim == 3:  # RGB(A): scaled to [0, 1] for display
+                image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
+            left.imshow(image, cmap="gray")
+            right.imshow(arrays[f"saliency/{name}"][i], cmap="jet", vmin=0.0, vmax=1.0)
+            left.set_title(f"{name}[{i}]", fontsize=8)
+            right.set_title("saliency", fontsize=8)
+            for ax in (left, right):
+                ax.set_axis_off()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
